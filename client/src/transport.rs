@@ -1,0 +1,163 @@
+//! One request, one QUIC stream: the client's connection cache and request/response call.
+//!
+//! Each node gets one long-lived connection, opened on first use and reopened when it closes,
+//! so a burst of requests pays one handshake per node, not one per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bunsan_protocol::frame::{self, FRAME_MAX_BYTES, PREFIX_BYTES};
+use bunsan_protocol::manifest::{Manifest, NodeEntry};
+use bunsan_protocol::message::{Request, Response};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, NodeFailure, Result};
+use crate::tls::{self, Identity};
+
+/// Connections to every node of one manifest.
+pub(crate) struct Transport {
+    endpoint: quinn::Endpoint,
+    links: Vec<Link>,
+    connect_timeout: Duration,
+}
+
+struct Link {
+    node: NodeEntry,
+    connection: Mutex<Option<quinn::Connection>>,
+}
+
+impl Transport {
+    /// Opens a client endpoint with `identity`; no connection is made until a call needs it.
+    pub(crate) fn new(
+        manifest: &Manifest,
+        identity: &Identity,
+        connect_timeout: Duration,
+    ) -> Result<Self> {
+        let all_v6 = manifest
+            .nodes
+            .iter()
+            .flat_map(|node| &node.addresses)
+            .all(SocketAddr::is_ipv6);
+        let bind = if all_v6 {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(Error::Endpoint)?;
+        let mut config = tls::client_config(identity)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        transport.max_concurrent_uni_streams(0u8.into());
+        config.transport_config(Arc::new(transport));
+        endpoint.set_default_client_config(config);
+        let links = manifest
+            .nodes
+            .iter()
+            .map(|node| Link {
+                node: node.clone(),
+                connection: Mutex::new(None),
+            })
+            .collect();
+        Ok(Self {
+            endpoint,
+            links,
+            connect_timeout,
+        })
+    }
+
+    /// The manifest entry of node number `position` (0-based, index order).
+    pub(crate) fn node(&self, position: usize) -> &NodeEntry {
+        &self.links[position].node
+    }
+
+    /// Sends `request` to the node at `position` and waits for its one response, failing after
+    /// `timeout`. Network and decoding failures come back as a [`NodeFailure`].
+    pub(crate) async fn call(
+        &self,
+        position: usize,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, NodeFailure> {
+        let node = &self.links[position].node;
+        let fail = |reason: String| NodeFailure {
+            node: node.id.clone(),
+            reason,
+        };
+        let frame = frame::encode(request, "request").map_err(|e| fail(e.to_string()))?;
+        match tokio::time::timeout(timeout, self.exchange(position, &frame)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(reason)) => Err(fail(reason)),
+            Err(_) => Err(fail(format!("no answer within {} ms", timeout.as_millis()))),
+        }
+    }
+
+    async fn exchange(&self, position: usize, frame: &[u8]) -> Result<Response, String> {
+        let connection = self.connection(position).await?;
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| format!("cannot open a stream: {e}"))?;
+        send.write_all(frame)
+            .await
+            .map_err(|e| format!("cannot send the request: {e}"))?;
+        send.finish()
+            .map_err(|e| format!("cannot finish the request: {e}"))?;
+        let mut prefix = [0u8; PREFIX_BYTES];
+        recv.read_exact(&mut prefix)
+            .await
+            .map_err(|e| format!("no response: {e}"))?;
+        let len = frame::body_len(prefix, FRAME_MAX_BYTES).map_err(|e| e.to_string())?;
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body)
+            .await
+            .map_err(|e| format!("truncated response: {e}"))?;
+        frame::decode_body(&body, "response").map_err(|e| e.to_string())
+    }
+
+    async fn connection(&self, position: usize) -> Result<quinn::Connection, String> {
+        let link = &self.links[position];
+        let mut cached = link.connection.lock().await;
+        if let Some(connection) = cached.as_ref() {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+        }
+        let mut last_error = String::from("no address");
+        for address in &link.node.addresses {
+            match self.connect(*address, &link.node.id).await {
+                Ok(connection) => {
+                    *cached = Some(connection.clone());
+                    return Ok(connection);
+                }
+                Err(e) => last_error = format!("{address}: {e}"),
+            }
+        }
+        Err(format!("cannot connect: {last_error}"))
+    }
+
+    async fn connect(
+        &self,
+        address: SocketAddr,
+        server_name: &str,
+    ) -> Result<quinn::Connection, String> {
+        let connecting = self
+            .endpoint
+            .connect(address, server_name)
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "handshake timed out after {} ms",
+                self.connect_timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Closes every connection and waits briefly for the peers to learn of it.
+    pub(crate) async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"client closed");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}

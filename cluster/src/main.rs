@@ -1,0 +1,277 @@
+//! `bunsan-cluster`: create, run and inspect a Bunsan cluster on this machine.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bunsan_cluster::local::{LocalOptions, STOP_GRACE};
+use bunsan_cluster::ops::{self, DownOutcome};
+use bunsan_cluster::{init::DEFAULT_BASE_PORT, DemoOptions, InitOptions, LocalCluster};
+use bunsan_protocol::role::Role;
+use clap::builder::PossibleValuesParser;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Create, run and inspect Bunsan clusters: k-of-n secret-shared record stores.
+#[derive(Debug, Parser)]
+#[command(name = "bunsan-cluster", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a cluster directory: CA, node identities and configs, client identities, manifest.
+    ///
+    /// Writes DIR/cluster.toml, DIR/ca/, DIR/nodes/node-I/ and DIR/clients/{collector,reader,
+    /// auditor,admin}/. Private keys are written with mode 0600. Refuses to touch a directory
+    /// that already holds a cluster.
+    Init {
+        /// The cluster directory to create (may exist, but must not hold a cluster).
+        dir: PathBuf,
+        /// n: how many nodes, each holding one share of every record.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// k: how many shares rebuild a record (fewer reveal nothing).
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+        /// Port of node 1 on 127.0.0.1; node I listens on BASE_PORT + I - 1. 0 picks free ports.
+        #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+        base_port: u16,
+        /// W: nodes that must store a write before it succeeds, k+1..=n [default: n].
+        #[arg(long)]
+        write_quorum: Option<u8>,
+        /// A name for the cluster, shown in its CA certificate and in logs.
+        #[arg(long, default_value = "bunsan-local")]
+        name: String,
+    },
+    /// Issue a new identity from the cluster CA into DIR/clients/NAME/.
+    Issue {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// The role the certificate grants.
+        #[arg(long, value_parser = PossibleValuesParser::new(Role::ALL.map(Role::as_str)))]
+        role: String,
+        /// The identity's name: its certificate common name and its directory name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Start every node and wait until each answers a health request.
+    ///
+    /// Logs go to DIR/run/node-I.log and pids to DIR/run/node-I.pid. Without --detach, stays in
+    /// the foreground and stops the nodes on Ctrl-C or SIGTERM.
+    Up {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// Return once the nodes are healthy and leave them running; stop them with `down`.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop the nodes started by `up --detach`: SIGTERM, then SIGKILL after 10 seconds.
+    Down {
+        /// The cluster directory.
+        dir: PathBuf,
+    },
+    /// Show each node's state, record and tombstone counts, and stored bytes.
+    ///
+    /// Exits with status 1 if any node does not answer.
+    Status {
+        /// The cluster directory.
+        dir: PathBuf,
+    },
+    /// Run a narrated demonstration: init, up, put, get, inspect disks, lose nodes, get again.
+    ///
+    /// Exits with status 0 only if every record comes back bit-exact.
+    Demo {
+        /// n: how many nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// k: how many shares rebuild a record.
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+        /// Create the cluster here and keep it, instead of in a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<ExitCode> {
+    // `bunsan-cluster node ...` is the node daemon itself (see `embedded_nodes`). It runs its
+    // own runtime, so it is dispatched before ours starts.
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == "node") {
+        let node_args =
+            std::iter::once(OsString::from("bunsan-node")).chain(args[2..].iter().cloned());
+        return Ok(bunsan_node::cli::run_cli(node_args));
+    }
+    tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")?
+        .block_on(async_main())
+}
+
+/// How this executable runs nodes: as itself (`bunsan-cluster node --config ...`), so that one
+/// `cargo run -p bunsan-cluster` build is a whole cluster; or the binary named in
+/// `BUNSAN_NODE_BIN` when set.
+fn embedded_nodes(options: LocalOptions) -> LocalOptions {
+    if std::env::var_os(bunsan_cluster::local::NODE_BIN_ENV).is_some() {
+        return options;
+    }
+    match std::env::current_exe() {
+        Ok(exe) => LocalOptions {
+            node_binary: Some(exe),
+            node_args: vec![OsString::from("node")],
+            ..options
+        },
+        Err(_) => options,
+    }
+}
+
+async fn async_main() -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Init {
+            dir,
+            nodes,
+            threshold,
+            base_port,
+            write_quorum,
+            name,
+        } => {
+            let options = InitOptions {
+                name,
+                nodes,
+                threshold,
+                write_quorum,
+                base_port,
+            };
+            let manifest = bunsan_cluster::init(&dir, &options)
+                .with_context(|| format!("cannot create a cluster in {}", dir.display()))?;
+            println!(
+                "created {}-of-{} cluster {:?} in {} (write quorum {})",
+                manifest.threshold,
+                manifest.nodes.len(),
+                manifest.name,
+                dir.display(),
+                manifest.write_quorum
+            );
+            for node in &manifest.nodes {
+                println!("  {}  {}", node.id, node.addresses[0]);
+            }
+            println!("start it with: bunsan-cluster up {}", dir.display());
+        }
+        Command::Issue { dir, role, name } => {
+            let role: Role = role.parse()?;
+            let written = bunsan_cluster::issue(&dir, role, &name)
+                .with_context(|| format!("cannot issue {role} identity {name:?}"))?;
+            println!("issued {role} identity {name:?} in {}", written.display());
+        }
+        Command::Up { dir, detach } => up(dir, detach).await?,
+        Command::Down { dir } => {
+            for node in ops::down(&dir, STOP_GRACE).await? {
+                let pid = node
+                    .pid
+                    .map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+                let outcome = match node.outcome {
+                    DownOutcome::NotRunning => "not running",
+                    DownOutcome::Stopped => "stopped",
+                    DownOutcome::Killed => "killed after the grace period",
+                };
+                println!("{}  pid {pid}  {outcome}", node.id);
+            }
+        }
+        Command::Status { dir } => {
+            let reports = ops::status(&dir).await?;
+            print!("{}", ops::render_status_table(&reports));
+            let down = reports.iter().filter(|r| r.status.is_err()).count();
+            if down > 0 {
+                eprintln!("{down} of {} nodes down", reports.len());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Demo {
+            nodes,
+            threshold,
+            dir,
+        } => {
+            let options = DemoOptions {
+                nodes,
+                threshold,
+                dir,
+                local: embedded_nodes(LocalOptions::default()),
+            };
+            bunsan_cluster::demo(&options, &mut std::io::stdout())
+                .await
+                .context("the demo failed")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `up`: start, report, then either detach or wait for Ctrl-C / SIGTERM and stop.
+async fn up(dir: PathBuf, detach: bool) -> Result<()> {
+    let options = embedded_nodes(LocalOptions {
+        detachable: detach,
+        ..LocalOptions::default()
+    });
+    let mut cluster = LocalCluster::start_with(&dir, options)
+        .await
+        .with_context(|| format!("cannot start the cluster in {}", dir.display()))?;
+    for node in cluster.nodes() {
+        let pid = node
+            .pid
+            .map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+        println!(
+            "{}  index {}  {}  pid {pid}  healthy",
+            node.id, node.index, node.address
+        );
+    }
+    let manifest = cluster.manifest();
+    let summary = format!(
+        "cluster {:?} is up: {}-of-{}, write quorum {}",
+        manifest.name,
+        manifest.threshold,
+        manifest.nodes.len(),
+        manifest.write_quorum
+    );
+    if detach {
+        cluster.detach();
+        println!(
+            "{summary}; stop it with: bunsan-cluster down {}",
+            dir.display()
+        );
+        return Ok(());
+    }
+    println!("{summary}; press Ctrl-C to stop");
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = check.tick() => {
+                for (node, status) in cluster.poll_exited() {
+                    eprintln!(
+                        "warning: {} exited on its own ({status}); see {}",
+                        node.id,
+                        cluster.node_log(node.index).display()
+                    );
+                }
+            }
+        }
+    }
+    println!("stopping...");
+    cluster.stop().await.context("cannot stop every node")?;
+    println!("all nodes stopped");
+    Ok(())
+}

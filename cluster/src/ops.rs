@@ -1,0 +1,237 @@
+//! Operating a cluster this process did not start: `down` (by pid file) and `status` (over
+//! the network, with the admin identity).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bunsan_client::{Client, ClientOptions, Identity};
+use bunsan_protocol::message::NodeStatus;
+use bunsan_protocol::role::Role;
+use nix::sys::signal::Signal;
+
+use crate::error::Result;
+use crate::layout::ClusterLayout;
+use crate::local::{process_alive, running_pid, send_signal};
+
+/// How long `status` waits for one node's answer before calling it down.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The pause between two checks whether a stopped node has exited.
+const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What `down` did to one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownOutcome {
+    /// There was no pid file, or it named a process that is gone or is not a node.
+    NotRunning,
+    /// The node exited after SIGTERM.
+    Stopped,
+    /// The node did not exit within the grace period and was killed.
+    Killed,
+}
+
+/// What `down` did to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDown {
+    /// The node id.
+    pub id: String,
+    /// The process id from its pid file, if it named a running node.
+    pub pid: Option<u32>,
+    /// What happened to it.
+    pub outcome: DownOutcome,
+}
+
+/// Stops the nodes of the cluster at `dir` that a detached `up` started, by their pid files:
+/// SIGTERM to all, up to `grace` for them to exit, then SIGKILL. Removes the pid files and
+/// returns one entry per node, in index order.
+pub async fn down(dir: &Path, grace: Duration) -> Result<Vec<NodeDown>> {
+    let layout = ClusterLayout::new(dir);
+    let manifest = layout.read_manifest()?;
+    let mut nodes = Vec::new();
+    for node in &manifest.nodes {
+        let pid = running_pid(&layout.pid_file(node.index.get()))?;
+        if let Some(pid) = pid {
+            send_signal(pid, Signal::SIGTERM)?;
+        }
+        nodes.push(NodeDown {
+            id: node.id.clone(),
+            pid,
+            outcome: if pid.is_some() {
+                DownOutcome::Stopped
+            } else {
+                DownOutcome::NotRunning
+            },
+        });
+    }
+    let deadline = Instant::now() + grace;
+    for (node, entry) in nodes.iter_mut().zip(&manifest.nodes) {
+        if let Some(pid) = node.pid {
+            while process_alive(pid) {
+                if Instant::now() >= deadline {
+                    // It may have exited since the check; either way it is gone afterwards.
+                    let _ = send_signal(pid, Signal::SIGKILL);
+                    node.outcome = DownOutcome::Killed;
+                    break;
+                }
+                tokio::time::sleep(EXIT_POLL_INTERVAL).await;
+            }
+        }
+        // Stale or now obsolete; a missing file is what we want.
+        let _ = std::fs::remove_file(layout.pid_file(entry.index.get()));
+    }
+    Ok(nodes)
+}
+
+/// One node's answer to `status`.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    /// The node id.
+    pub id: String,
+    /// The address it was asked at.
+    pub address: SocketAddr,
+    /// Its status, or why it could not be had.
+    pub status: std::result::Result<NodeStatus, String>,
+}
+
+/// Asks every node of the cluster at `dir` for its status, with the admin identity, all at
+/// once. A node that does not answer is reported with the error, not as a failure of the
+/// whole call. Must be called inside a tokio runtime.
+pub async fn status(dir: &Path) -> Result<Vec<NodeReport>> {
+    let layout = ClusterLayout::new(dir);
+    let manifest = layout.read_manifest()?;
+    let identity = Identity::load(&layout.client_dir(Role::Admin.as_str()))?;
+    let client = Arc::new(Client::new(
+        manifest.clone(),
+        identity,
+        ClientOptions {
+            timeout: STATUS_TIMEOUT,
+            connect_timeout: STATUS_TIMEOUT,
+            ..ClientOptions::default()
+        },
+    )?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (position, node) in manifest.nodes.iter().enumerate() {
+        let client = Arc::clone(&client);
+        let id = node.id.clone();
+        tasks.spawn(async move {
+            let status = match tokio::time::timeout(STATUS_TIMEOUT, client.status(&id)).await {
+                Ok(Ok(status)) => Ok(status),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {STATUS_TIMEOUT:?}")),
+            };
+            (position, status)
+        });
+    }
+    let mut statuses: Vec<_> = manifest
+        .nodes
+        .iter()
+        .map(|node| NodeReport {
+            id: node.id.clone(),
+            address: node.addresses[0],
+            status: Err("no answer".to_owned()),
+        })
+        .collect();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((position, status)) = joined {
+            statuses[position].status = status;
+        }
+    }
+    // Dropped rather than closed: see `LocalCluster::probe`.
+    Ok(statuses)
+}
+
+/// Renders `status` answers as an aligned text table, one line per node.
+pub fn render_status_table(reports: &[NodeReport]) -> String {
+    let header = ["NODE", "ADDRESS", "STATE", "RECORDS", "TOMBSTONES", "BYTES"];
+    let mut rows: Vec<[String; 6]> = vec![header.map(str::to_owned)];
+    let mut errors = Vec::new();
+    for report in reports {
+        let (state, records, tombstones, bytes) = match &report.status {
+            Ok(s) => (
+                "up".to_owned(),
+                s.records.to_string(),
+                s.tombstones.to_string(),
+                s.bytes.to_string(),
+            ),
+            Err(error) => {
+                errors.push(error.as_str());
+                ("down".to_owned(), "-".into(), "-".into(), "-".into())
+            }
+        };
+        rows.push([
+            report.id.clone(),
+            report.address.to_string(),
+            state,
+            records,
+            tombstones,
+            bytes,
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    let mut errors = errors.into_iter();
+    for (line, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(column, (cell, &width))| {
+                // Text columns align left, counts right.
+                if column < 3 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        if line > 0 && row[2] == "down" {
+            if let Some(error) = errors.next() {
+                out.push_str("  ");
+                out.push_str(error);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_aligns_and_explains_down_nodes() {
+        let status = NodeStatus {
+            node_id: "node-1".to_owned(),
+            index: bunsan_protocol::ShareIndex::new(1).expect("index"),
+            software: "test".to_owned(),
+            records: 12,
+            tombstones: 3,
+            bytes: 1_048_576,
+            uptime_secs: 5,
+        };
+        let reports = [
+            NodeReport {
+                id: "node-1".to_owned(),
+                address: "127.0.0.1:7101".parse().expect("addr"),
+                status: Ok(status),
+            },
+            NodeReport {
+                id: "node-2".to_owned(),
+                address: "127.0.0.1:7102".parse().expect("addr"),
+                status: Err("timed out".to_owned()),
+            },
+        ];
+        let table = render_status_table(&reports);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NODE"));
+        assert!(lines[1].contains("up") && lines[1].ends_with("1048576"));
+        assert!(lines[2].contains("down") && lines[2].ends_with("timed out"));
+    }
+}

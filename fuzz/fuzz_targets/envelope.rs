@@ -1,0 +1,13 @@
+//! Any bytes read from a node's disk: decoding an envelope must never panic, and whatever
+//! decodes is self-consistent.
+#![no_main]
+use bunsan_protocol::envelope::ShareEnvelope;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(envelope) = ShareEnvelope::decode(data) {
+        assert!(envelope.validate().is_ok());
+        let again = envelope.encode().expect("a decoded envelope re-encodes");
+        assert_eq!(ShareEnvelope::decode(&again).ok(), Some(envelope));
+    }
+});

@@ -1,0 +1,121 @@
+//! The `bunsan-node` command line: runs one storage node until SIGINT or SIGTERM.
+//!
+//! It lives in the library so that other binaries can embed the daemon unchanged:
+//! `bunsan-cluster node` (which lets `bunsan-cluster demo` run a cluster from one build) and
+//! the integration tests' node binary.
+//!
+//! ```text
+//! bunsan-node --config node.toml [--log-format text|json]
+//! ```
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `info`). Exit code 0 after a clean
+//! shutdown; 1 with a one-line reason if the configuration, identity, store or port is bad.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::{Error, Node, NodeConfig};
+use clap::{Parser, ValueEnum};
+use std::ffi::OsString;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+/// Bunsan storage node: serves one share of every record over QUIC with mutual TLS.
+#[derive(Debug, Parser)]
+#[command(name = "bunsan-node", version)]
+struct Args {
+    /// The node configuration file (node.toml); relative paths in it are relative to it.
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Parses `args` (program name first) as `bunsan-node` does, runs the node until SIGINT or
+/// SIGTERM, and returns the process exit code: success after a clean shutdown, failure with a
+/// one-line reason on standard error otherwise.
+pub fn run_cli<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bunsan-node: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(main_async(args))
+}
+
+async fn main_async(args: Args) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into log files.
+        .with_ansi(std::io::stderr().is_terminal());
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bunsan-node: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line. Most of our errors already quote their cause in
+/// their own message, so a cause whose text is already there is not repeated.
+fn one_line(error: &Error) -> String {
+    let mut line = String::new();
+    let mut next: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = next {
+        next = cause.source();
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+async fn run(args: &Args) -> Result<(), Error> {
+    // Install the handlers before starting, so a signal during start-up is not lost.
+    let handler = |source| Error::Io {
+        action: "install a signal handler",
+        path: PathBuf::from("(signals)"),
+        source,
+    };
+    let mut terminate = signal(SignalKind::terminate()).map_err(handler)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(handler)?;
+    let config = NodeConfig::load(&args.config)?;
+    let node = Node::start(config).await?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
+    node.shutdown().await;
+    Ok(())
+}

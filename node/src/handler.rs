@@ -1,0 +1,285 @@
+//! Request handling: one decoded [`Request`] from one authenticated peer in, one [`Response`] out.
+//!
+//! No sockets here: the server hands over the request and the peer read from its verified
+//! certificate, and writes back whatever this returns. That keeps the rules (who may do what,
+//! which envelope belongs on this node) testable with a memory store and no network.
+//!
+//! [`Handler::handle`] is the one place every request passes, allowed or refused, in this
+//! order: authorise, (audit), dispatch. The audit log of the next issue hooks in there: an
+//! entry for every request, and for a get, the entry is durable before the share is returned.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::message::{
+    ErrorCode, NodeHealth, NodeStatus, PutOutcome, RemoteError, Request, Response, LIST_LIMIT_MAX,
+};
+use bunsan_protocol::role::{Action, PeerIdentity};
+use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
+use bunsan_protocol::{RecordKey, ShareIndex};
+use tracing::Span;
+
+use crate::error::Error;
+use crate::store::ShareStore;
+
+/// The software version nodes report in health and status answers.
+pub const SOFTWARE: &str = concat!("bunsan-node ", env!("CARGO_PKG_VERSION"));
+
+/// At most this many stored entries are read to answer one list request, tombstones that are
+/// filtered out included. Bounds the work of a listing over a prefix full of tombstones; the
+/// answer then carries fewer entries and a `next` key to resume from.
+const LIST_SCAN_MAX: usize = 4 * LIST_LIMIT_MAX as usize;
+
+/// Answers requests for one node: its identity, and the store holding its shares.
+pub struct Handler {
+    node_id: String,
+    index: ShareIndex,
+    store: Arc<dyn ShareStore>,
+    started: Instant,
+}
+
+impl Handler {
+    /// A handler for node `node_id` holding share `index` in `store`.
+    pub fn new(node_id: impl Into<String>, index: ShareIndex, store: Arc<dyn ShareStore>) -> Self {
+        Self {
+            node_id: node_id.into(),
+            index,
+            store,
+            started: Instant::now(),
+        }
+    }
+
+    /// Authorises `request` for `peer` and answers it. Never fails: refusals and failures are
+    /// [`Response::Error`] answers, and no share is released unless every check passed.
+    pub async fn handle(&self, peer: &PeerIdentity, request: Request) -> Response {
+        // Refusals are logged with their key too: an attempt matters as much as an access.
+        if let Some(key) = key(&request) {
+            Span::current().record("key", key.as_str());
+        }
+        let action = action(&request);
+        if !peer.role.allows(action) {
+            return refuse(
+                ErrorCode::Forbidden,
+                format!(
+                    "role {} may not {} (certificate {:?})",
+                    peer.role,
+                    request.action(),
+                    peer.name
+                ),
+            );
+        }
+        // The audit hook belongs here: every allowed request is appended before dispatch, and
+        // refusals above get their own entry.
+        self.dispatch(request).await
+    }
+
+    async fn dispatch(&self, request: Request) -> Response {
+        match request {
+            Request::Health => Response::Health(NodeHealth {
+                node_id: self.node_id.clone(),
+                index: self.index,
+                software: SOFTWARE.to_owned(),
+            }),
+            Request::Put { envelope, .. } => {
+                if envelope.header.tombstone {
+                    return bad_request("a put carries a share, not a tombstone; use delete");
+                }
+                self.store_envelope(&envelope).await
+            }
+            Request::Delete { tombstone, .. } => {
+                if !tombstone.header.tombstone {
+                    return bad_request("a delete carries a tombstone envelope, not a share");
+                }
+                self.store_envelope(&tombstone).await
+            }
+            Request::Get { key, purpose, .. } => {
+                if purpose.is_none() {
+                    return bad_request("a purpose is required to release a share");
+                }
+                match self.store.get(&key).await {
+                    Ok(Some(envelope)) if envelope.index != self.index => refuse(
+                        ErrorCode::Corrupt,
+                        format!(
+                            "stored share for {key} has index {} but this node holds index {}",
+                            envelope.index, self.index
+                        ),
+                    ),
+                    Ok(Some(envelope)) => Response::Share(envelope),
+                    Ok(None) => Response::NotFound,
+                    Err(e) => failure(&e),
+                }
+            }
+            Request::List {
+                prefix,
+                start_after,
+                limit,
+                include_tombstones,
+                ..
+            } => {
+                self.list(&prefix, start_after, limit, include_tombstones)
+                    .await
+            }
+            Request::Status => match self.store.stats().await {
+                Ok(stats) => Response::Status(NodeStatus {
+                    node_id: self.node_id.clone(),
+                    index: self.index,
+                    software: SOFTWARE.to_owned(),
+                    records: stats.records,
+                    tombstones: stats.tombstones,
+                    bytes: stats.bytes,
+                    uptime_secs: self.started.elapsed().as_secs(),
+                }),
+                Err(e) => failure(&e),
+            },
+        }
+    }
+
+    async fn store_envelope(&self, envelope: &ShareEnvelope) -> Response {
+        if envelope.index != self.index {
+            return refuse(
+                ErrorCode::WrongNode,
+                format!(
+                    "this is {} holding share index {}, but the envelope is for index {}",
+                    self.node_id, self.index, envelope.index
+                ),
+            );
+        }
+        match self.store.put(envelope).await {
+            Ok(outcome) => Response::Stored(outcome),
+            Err(e) => failure(&e),
+        }
+    }
+
+    /// One page of the inventory. Reads the store in chunks until `limit` entries passed the
+    /// tombstone filter, the prefix is exhausted, or [`LIST_SCAN_MAX`] entries were read.
+    async fn list(
+        &self,
+        prefix: &str,
+        mut start_after: Option<RecordKey>,
+        limit: u32,
+        include_tombstones: bool,
+    ) -> Response {
+        if prefix.len() > RECORD_KEY_MAX_BYTES {
+            return bad_request("the prefix is longer than a record key may be");
+        }
+        if limit == 0 {
+            return bad_request("a list limit must be at least 1");
+        }
+        let limit = limit.min(LIST_LIMIT_MAX) as usize;
+        let mut entries = Vec::new();
+        let mut scanned = 0;
+        loop {
+            // One more than needed, to tell whether another page follows.
+            let want = limit + 1 - entries.len();
+            let chunk = match self.store.list(prefix, start_after.as_ref(), want).await {
+                Ok(chunk) => chunk,
+                Err(e) => return failure(&e),
+            };
+            let exhausted = chunk.len() < want;
+            scanned += chunk.len();
+            start_after = chunk.last().map(|e| e.key.clone()).or(start_after);
+            entries.extend(
+                chunk
+                    .into_iter()
+                    .filter(|e| include_tombstones || !e.tombstone),
+            );
+            if entries.len() > limit {
+                entries.truncate(limit);
+                let next = entries.last().map(|e| e.key.clone());
+                return Response::Listing { entries, next };
+            }
+            if exhausted {
+                return Response::Listing {
+                    entries,
+                    next: None,
+                };
+            }
+            if scanned >= LIST_SCAN_MAX {
+                return Response::Listing {
+                    entries,
+                    next: start_after,
+                };
+            }
+        }
+    }
+}
+
+/// The authorisation action a request asks for.
+pub fn action(request: &Request) -> Action {
+    match request {
+        Request::Health => Action::Health,
+        Request::Put { .. } => Action::Put,
+        Request::Get { .. } => Action::Get,
+        Request::Delete { .. } => Action::Delete,
+        Request::List { .. } => Action::List,
+        Request::Status => Action::Status,
+    }
+}
+
+/// A short label of a response for logs: `stored`, `released`, `forbidden`, ...
+pub fn outcome(response: &Response) -> &'static str {
+    match response {
+        Response::Health(_) => "health",
+        Response::Stored(PutOutcome::Stored) => "stored",
+        Response::Stored(PutOutcome::AlreadyStored) => "already-stored",
+        Response::Stored(PutOutcome::Superseded { .. }) => "superseded",
+        Response::Share(envelope) if envelope.header.tombstone => "tombstone",
+        Response::Share(_) => "released",
+        Response::NotFound => "not-found",
+        Response::Listing { .. } => "listed",
+        Response::Status(_) => "status",
+        Response::Error(error) => match error.code {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::WrongNode => "wrong-node",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Corrupt => "corrupt",
+        },
+    }
+}
+
+/// The record a request is about, if any.
+fn key(request: &Request) -> Option<&RecordKey> {
+    match request {
+        Request::Put { envelope, .. } => Some(&envelope.header.key),
+        Request::Delete { tombstone, .. } => Some(&tombstone.header.key),
+        Request::Get { key, .. } => Some(key),
+        Request::Health | Request::List { .. } | Request::Status => None,
+    }
+}
+
+/// An error answer.
+pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(RemoteError {
+        code,
+        message: message.into(),
+    })
+}
+
+fn bad_request(message: &str) -> Response {
+    refuse(ErrorCode::BadRequest, message)
+}
+
+/// Maps a store failure to an answer; storage internals go to the log, not to the peer.
+fn failure(error: &Error) -> Response {
+    match error {
+        Error::Conflict { .. } => refuse(ErrorCode::Conflict, error.to_string()),
+        Error::Corrupt { .. } => refuse(ErrorCode::Corrupt, error.to_string()),
+        Error::Protocol(e) => refuse(ErrorCode::BadRequest, e.to_string()),
+        other => {
+            tracing::error!(error = %other, "storage failure");
+            refuse(
+                ErrorCode::Unavailable,
+                "storage failure; nothing was released",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod tests;

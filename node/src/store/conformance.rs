@@ -1,0 +1,333 @@
+//! The one conformance suite every [`ShareStore`] backend must pass.
+//!
+//! A backend provides a [`Harness`] (open, reopen, corrupt) and either calls [`run_all`] or
+//! expands [`share_store_conformance_tests!`](crate::share_store_conformance_tests) inside a
+//! test module to get one `#[tokio::test]` per property. Public (but hidden from the docs) so
+//! that a backend in another crate, such as a future S3 adapter, runs the very same checks.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::message::PutOutcome;
+use bunsan_protocol::{RecordKey, Scheme, ShareIndex, Version, WriterId};
+
+use super::{codec, ShareStore, StoreStats};
+use crate::error::Error;
+
+/// What the suite needs from a backend besides the trait itself.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// Opens the store over this harness's storage (empty on the first call).
+    async fn open(&self) -> Arc<dyn ShareStore>;
+    /// Closes `store` (the last handle) and opens the same storage again, as after a restart.
+    async fn reopen(&self, store: Arc<dyn ShareStore>) -> Arc<dyn ShareStore>;
+    /// Overwrites the raw stored value of `key` with `raw`, bypassing every check.
+    async fn corrupt(&self, key: &RecordKey, raw: &[u8]);
+}
+
+/// Expands to one `#[tokio::test]` per conformance property; `$make` is an expression that
+/// builds a fresh [`Harness`] (evaluated once per test).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! share_store_conformance_tests {
+    ($make:expr) => {
+        $crate::share_store_conformance_tests!(@each $make;
+            keeps_the_highest_version, retries_are_idempotent, same_version_other_bytes_conflicts,
+            tombstone_beats_older_puts, tombstone_purges_payload, list_order_prefix_and_paging,
+            stats_follow_every_put, concurrent_puts_converge_to_the_highest,
+            reopen_keeps_everything_acknowledged, corrupt_values_give_typed_errors);
+    };
+    (@each $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                $crate::store::conformance::$check(&$make).await;
+            }
+        )*
+    };
+}
+
+/// Runs every property against fresh harnesses made by `make`.
+pub async fn run_all<H: Harness>(make: impl Fn() -> H) {
+    keeps_the_highest_version(&make()).await;
+    retries_are_idempotent(&make()).await;
+    same_version_other_bytes_conflicts(&make()).await;
+    tombstone_beats_older_puts(&make()).await;
+    tombstone_purges_payload(&make()).await;
+    list_order_prefix_and_paging(&make()).await;
+    stats_follow_every_put(&make()).await;
+    concurrent_puts_converge_to_the_highest(&make()).await;
+    reopen_keeps_everything_acknowledged(&make()).await;
+    corrupt_values_give_typed_errors(&make()).await;
+}
+
+fn key(name: &str) -> RecordKey {
+    RecordKey::new(name).expect("test key")
+}
+
+fn version(clock: u64) -> Version {
+    Version {
+        clock_micros: clock,
+        writer: WriterId(0xbeef),
+    }
+}
+
+fn share(name: &str, clock: u64, payload: &[u8]) -> ShareEnvelope {
+    ShareEnvelope::data(
+        key(name),
+        version(clock),
+        Scheme::new(2, 3).expect("scheme"),
+        ShareIndex::new(1).expect("index"),
+        payload.to_vec(),
+    )
+}
+
+fn tombstone(name: &str, clock: u64) -> ShareEnvelope {
+    ShareEnvelope::tombstone(
+        key(name),
+        version(clock),
+        Scheme::new(2, 3).expect("scheme"),
+        ShareIndex::new(1).expect("index"),
+    )
+}
+
+async fn put(store: &dyn ShareStore, envelope: &ShareEnvelope) -> PutOutcome {
+    store.put(envelope).await.expect("put")
+}
+
+async fn get(store: &dyn ShareStore, name: &str) -> Option<ShareEnvelope> {
+    store.get(&key(name)).await.expect("get")
+}
+
+/// Newer versions replace older ones; an older put is answered with the stored version.
+pub async fn keeps_the_highest_version(h: &impl Harness) {
+    let store = h.open().await;
+    assert_eq!(get(&*store, "k").await, None);
+    assert_eq!(
+        put(&*store, &share("k", 1, b"one")).await,
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        put(&*store, &share("k", 3, b"three")).await,
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        put(&*store, &share("k", 2, b"two")).await,
+        PutOutcome::Superseded {
+            current: version(3)
+        }
+    );
+    assert_eq!(get(&*store, "k").await, Some(share("k", 3, b"three")));
+}
+
+/// Putting the same envelope again is acknowledged without a second write.
+pub async fn retries_are_idempotent(h: &impl Harness) {
+    let store = h.open().await;
+    let env = share("k", 5, b"payload");
+    assert_eq!(put(&*store, &env).await, PutOutcome::Stored);
+    assert_eq!(put(&*store, &env).await, PutOutcome::AlreadyStored);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.records, stats.bytes), (1, 7));
+}
+
+/// The same version with other bytes is a conflict and leaves the stored envelope alone.
+pub async fn same_version_other_bytes_conflicts(h: &impl Harness) {
+    let store = h.open().await;
+    put(&*store, &share("k", 5, b"first")).await;
+    match store.put(&share("k", 5, b"other")).await {
+        Err(Error::Conflict { key: k, version: v }) => {
+            assert_eq!((k, v), (key("k"), version(5)));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(get(&*store, "k").await, Some(share("k", 5, b"first")));
+}
+
+/// A tombstone is a version: older puts cannot resurrect the record.
+pub async fn tombstone_beats_older_puts(h: &impl Harness) {
+    let store = h.open().await;
+    put(&*store, &share("k", 2, b"live")).await;
+    assert_eq!(put(&*store, &tombstone("k", 3)).await, PutOutcome::Stored);
+    for clock in [1, 2] {
+        assert_eq!(
+            put(&*store, &share("k", clock, b"late")).await,
+            PutOutcome::Superseded {
+                current: version(3)
+            }
+        );
+    }
+    assert_eq!(get(&*store, "k").await, Some(tombstone("k", 3)));
+    assert_eq!(
+        put(&*store, &share("k", 4, b"again")).await,
+        PutOutcome::Stored
+    );
+}
+
+/// After a tombstone the payload is gone from reads and from the byte count.
+pub async fn tombstone_purges_payload(h: &impl Harness) {
+    let store = h.open().await;
+    put(&*store, &share("k", 1, &[7; 100])).await;
+    assert_eq!(store.stats().await.expect("stats").bytes, 100);
+    put(&*store, &tombstone("k", 2)).await;
+    let stored = get(&*store, "k").await.expect("tombstone kept");
+    assert!(stored.header.tombstone && stored.payload.is_empty());
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            records: 0,
+            tombstones: 1,
+            bytes: 0
+        }
+    );
+}
+
+/// Listing is in byte order, filtered by prefix, paged by `start_after`, tombstones included.
+pub async fn list_order_prefix_and_paging(h: &impl Harness) {
+    let store = h.open().await;
+    for name in ["b/1", "a/2", "a", "a/10", "a/1", "c"] {
+        put(&*store, &share(name, 1, b"x")).await;
+    }
+    put(&*store, &tombstone("a/10", 2)).await;
+    let names = |entries: Vec<bunsan_protocol::message::ListEntry>| {
+        entries
+            .into_iter()
+            .map(|e| e.key.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let all = store.list("", None, 100).await.expect("list");
+    assert_eq!(names(all), ["a", "a/1", "a/10", "a/2", "b/1", "c"]);
+    let under_a = store.list("a/", None, 100).await.expect("list");
+    let tombstoned: Vec<bool> = under_a.iter().map(|e| e.tombstone).collect();
+    assert_eq!(tombstoned, [false, true, false]);
+    assert_eq!(under_a[1].version, version(2));
+    let page1 = store.list("a/", None, 2).await.expect("list");
+    assert_eq!(names(page1), ["a/1", "a/10"]);
+    let page2 = store.list("a/", Some(&key("a/10")), 2).await.expect("list");
+    assert_eq!(names(page2), ["a/2"]);
+    // A start_after before the prefix starts at the prefix; one after it ends the listing.
+    let from_before = store.list("b/", Some(&key("a")), 10).await.expect("list");
+    assert_eq!(names(from_before), ["b/1"]);
+    assert!(store
+        .list("a/", Some(&key("a/3")), 10)
+        .await
+        .expect("list")
+        .is_empty());
+    assert!(store.list("", None, 0).await.expect("list").is_empty());
+    assert!(store.list("zzz", None, 10).await.expect("list").is_empty());
+}
+
+/// Counters match the contents after puts, replacements, tombstones and revivals.
+pub async fn stats_follow_every_put(h: &impl Harness) {
+    let store = h.open().await;
+    assert_eq!(store.stats().await.expect("stats"), StoreStats::default());
+    put(&*store, &share("a", 1, &[1; 10])).await;
+    put(&*store, &share("b", 1, &[1; 20])).await;
+    put(&*store, &share("a", 2, &[1; 5])).await;
+    put(&*store, &tombstone("c", 1)).await;
+    put(&*store, &share("a", 1, &[1; 99])).await; // superseded: no change
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            records: 2,
+            tombstones: 1,
+            bytes: 25
+        }
+    );
+    put(&*store, &share("c", 2, &[1; 3])).await;
+    put(&*store, &tombstone("b", 2)).await;
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            records: 2,
+            tombstones: 1,
+            bytes: 8
+        }
+    );
+}
+
+/// Many versions of one key put concurrently leave exactly the highest, counted once.
+pub async fn concurrent_puts_converge_to_the_highest(h: &impl Harness) {
+    const VERSIONS: u64 = 48;
+    let store = h.open().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    // Interleave the order so later versions do not simply arrive last.
+    for clock in (1..=VERSIONS)
+        .rev()
+        .step_by(2)
+        .chain((1..=VERSIONS).step_by(2))
+    {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let payload = vec![clock as u8; clock as usize];
+            store
+                .put(&share("hot", clock, &payload))
+                .await
+                .expect("put");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("put task");
+    }
+    let highest = get(&*store, "hot").await.expect("stored");
+    assert_eq!(highest.header.version, version(VERSIONS));
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            records: 1,
+            tombstones: 0,
+            bytes: VERSIONS
+        }
+    );
+}
+
+/// Everything acknowledged before a restart is there after it, counters included.
+pub async fn reopen_keeps_everything_acknowledged(h: &impl Harness) {
+    let store = h.open().await;
+    for i in 0..20u64 {
+        put(&*store, &share(&format!("r/{i:02}"), i + 1, &[i as u8; 16])).await;
+    }
+    put(&*store, &tombstone("r/03", 100)).await;
+    let before = store.stats().await.expect("stats");
+    let store = h.reopen(store).await;
+    assert_eq!(store.stats().await.expect("stats"), before);
+    assert_eq!(get(&*store, "r/07").await, Some(share("r/07", 8, &[7; 16])));
+    assert_eq!(get(&*store, "r/03").await, Some(tombstone("r/03", 100)));
+    assert_eq!(store.list("r/", None, 100).await.expect("list").len(), 20);
+}
+
+/// Damaged stored bytes give `Error::Corrupt` on get, put and list; never a panic, never a
+/// silently wrong share.
+pub async fn corrupt_values_give_typed_errors(h: &impl Harness) {
+    let store = h.open().await;
+    let good = share("k", 1, &[5; 32]);
+    put(&*store, &good).await;
+    let mut flipped = codec::encode(&good).expect("encode");
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    let garbage = b"\x01not a stored value at all, but long enough to have a head......".to_vec();
+    for raw in [flipped.clone(), garbage, Vec::new(), vec![0xff; 80]] {
+        h.corrupt(&key("k"), &raw).await;
+        assert!(
+            matches!(store.get(&key("k")).await, Err(Error::Corrupt { .. })),
+            "get over {raw:?}"
+        );
+    }
+    // A readable head but a damaged body: a put of the same version reports the damage, not a
+    // conflict between writers.
+    h.corrupt(&key("k"), &flipped).await;
+    assert!(matches!(
+        store.put(&share("k", 1, &[6; 32])).await,
+        Err(Error::Corrupt { .. })
+    ));
+    // An unreadable head: no put can be decided and no listing row built.
+    h.corrupt(&key("k"), b"short").await;
+    assert!(matches!(
+        store.list("", None, 10).await,
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.put(&share("k", 9, b"new")).await,
+        Err(Error::Corrupt { .. })
+    ));
+}

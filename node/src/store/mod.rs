@@ -1,0 +1,135 @@
+//! The share store: per record key, the highest version envelope this node holds.
+//!
+//! [`ShareStore`] is a small async trait so that backends with very different engines fit
+//! behind it: [`sled`] (the default, on local disk), [`memory`] (tests), and later an
+//! S3-compatible object store with conditional writes. Every backend must pass the one
+//! [`conformance`] suite; Garage learnt that a trait with a shared suite is what makes
+//! replacing a storage engine cheap.
+//!
+//! Stored values share one byte layout (module `codec`): a store format byte, a fixed header
+//! (version, tombstone flag, record length) readable without decoding the share, a BLAKE3
+//! checksum, then the envelope as [`ShareEnvelope::encode`] writes it. The header lets a put
+//! compare versions and a listing build entries without touching payload bytes; the checksum
+//! is checked on every read, the pair to the validation done before every write.
+
+pub(crate) mod codec;
+#[doc(hidden)]
+pub mod conformance;
+mod group_commit;
+pub mod memory;
+pub mod sled;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::{RecordKey, ShareIndex};
+
+use crate::config::StoreBackend;
+use crate::error::Result;
+
+/// A node's share store. Implementations are safe to share between tasks (`Arc<dyn ShareStore>`).
+///
+/// Invariant every backend keeps: for each key, the stored envelope is the one with the highest
+/// version ever successfully put (tombstones included), and every acknowledged put survives a
+/// crash.
+#[async_trait]
+pub trait ShareStore: Send + Sync + 'static {
+    /// Stores `envelope` if the store holds nothing for its key or an older version; atomic
+    /// against concurrent puts of the same key.
+    ///
+    /// - newer than the stored version (or nothing stored): written, [`PutOutcome::Stored`];
+    /// - same version, identical bytes: [`PutOutcome::AlreadyStored`] (an idempotent retry);
+    /// - same version, different bytes: [`Error::Conflict`](crate::Error::Conflict);
+    /// - older: [`PutOutcome::Superseded`] with the stored version, nothing written.
+    ///
+    /// Returns only once the outcome is durable (for the memory backend: visible). A tombstone
+    /// replaces the stored share, so its payload is no longer readable through the store.
+    async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome>;
+
+    /// The stored envelope for `key` (possibly a tombstone), decoded and checked; damaged bytes
+    /// give [`Error::Corrupt`](crate::Error::Corrupt), never a panic.
+    async fn get(&self, key: &RecordKey) -> Result<Option<ShareEnvelope>>;
+
+    /// Up to `limit` entries whose keys start with `prefix` and sort after `start_after`, in
+    /// key (byte) order, tombstones included.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<ListEntry>>;
+
+    /// Counts and payload bytes, in O(1): counters are kept on every put and recomputed when
+    /// the store is opened.
+    async fn stats(&self) -> Result<StoreStats>;
+
+    /// Makes everything written so far durable. Puts already are; this is for shutdown.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// What a store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Keys whose highest version is a live record.
+    pub records: u64,
+    /// Keys whose highest version is a tombstone.
+    pub tombstones: u64,
+    /// Share payload bytes of the live records.
+    pub bytes: u64,
+}
+
+/// Opens the store `backend` for the node holding share `index`; a sled store lives in
+/// `data_dir/shares`.
+pub async fn open(
+    backend: StoreBackend,
+    data_dir: &Path,
+    index: ShareIndex,
+) -> Result<Arc<dyn ShareStore>> {
+    Ok(match backend {
+        StoreBackend::Sled => {
+            Arc::new(sled::SledStore::open(&data_dir.join("shares"), index).await?)
+        }
+        StoreBackend::Memory => Arc::new(memory::MemoryStore::new()),
+    })
+}
+
+/// The O(1) counters behind [`ShareStore::stats`], adjusted by the head that a put replaced
+/// and the head it wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    records: AtomicU64,
+    tombstones: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counters {
+    /// Accounts for `new` replacing `old` (if any).
+    pub(crate) fn replace(&self, old: Option<&codec::Head>, new: &codec::Head) {
+        // Relaxed is enough: each counter is independent and only read for reporting.
+        if let Some(old) = old {
+            self.adjust(old, |counter, n| counter.fetch_sub(n, Ordering::Relaxed));
+        }
+        self.adjust(new, |counter, n| counter.fetch_add(n, Ordering::Relaxed));
+    }
+
+    fn adjust(&self, head: &codec::Head, op: impl Fn(&AtomicU64, u64) -> u64) {
+        if head.tombstone {
+            op(&self.tombstones, 1);
+        } else {
+            op(&self.records, 1);
+            op(&self.bytes, head.record_len);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> StoreStats {
+        StoreStats {
+            records: self.records.load(Ordering::Relaxed),
+            tombstones: self.tombstones.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}

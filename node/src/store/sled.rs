@@ -1,0 +1,375 @@
+//! The durable [`ShareStore`]: sled 0.34 on local disk.
+//!
+//! Layout: tree `shares` maps record key bytes to a stored value (see `codec`); tree `meta`
+//! records the store format and the node's share index, written once when the store is
+//! created and checked on every open, so node-2 pointed at node-1's disk refuses to start.
+//!
+//! A put is a `compare_and_swap` loop (atomic put-if-newer without locks), then a wait for
+//! durability through group commit: concurrent puts share one `flush_async` (one fsync)
+//! instead of paying one each.
+//!
+//! Known limit: sled keeps replaced values in its log until it rewrites the segment, so a
+//! tombstone removes a share from every read path at once but not yet from the disk blocks.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::{RecordKey, ShareIndex};
+use sled::{CompareAndSwapError, IVec, Tree};
+
+use super::codec::{self, Decision, Head, STORE_VALUE_FORMAT};
+use super::group_commit::GroupCommit;
+use super::{Counters, ShareStore, StoreStats};
+use crate::error::{Error, Result};
+
+const META_FORMAT: &[u8] = b"format";
+const META_INDEX: &[u8] = b"index";
+
+/// A share store in a sled database directory.
+pub struct SledStore {
+    db: sled::Db,
+    shares: Tree,
+    counters: Arc<Counters>,
+    commit: GroupCommit,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `path` for the node holding share `index`. Fails if the
+    /// store was created for another index or by an unknown format, or if another process
+    /// holds it open. Counters are recomputed by reading every value's head.
+    pub async fn open(path: &Path, index: ShareIndex) -> Result<Self> {
+        let path = path.to_owned();
+        blocking(move || Self::open_blocking(&path, index)).await
+    }
+
+    fn open_blocking(path: &Path, index: ShareIndex) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            create_private_dir(parent)?;
+        }
+        let db = sled::Config::new().path(path).open()?;
+        let meta = db.open_tree("meta")?;
+        let shares = db.open_tree("shares")?;
+        check_meta(path, &meta, &shares, index)?;
+        let counters = Counters::default();
+        for item in shares.iter() {
+            let (key, value) = item?;
+            match codec::head(&key, &value) {
+                Ok(head) => counters.replace(None, &head),
+                // A damaged value must not stop the node: it is reported here and on every
+                // read, and repair can replace it.
+                Err(e) => tracing::warn!(error = %e, "damaged stored value left out of the counts"),
+            }
+        }
+        Ok(Self {
+            commit: GroupCommit::new(db.clone()),
+            db,
+            shares,
+            counters: Arc::new(counters),
+        })
+    }
+
+    /// How many flushes (fsyncs) puts have triggered so far: fewer than puts when group commit
+    /// batches them.
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Overwrites the raw stored bytes of `key`, bypassing every check: for corruption tests.
+    #[doc(hidden)]
+    pub fn insert_raw(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.shares.insert(key, value)?;
+        Ok(())
+    }
+}
+
+/// Creates the data directory with mode 0700: it holds share material.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::Io {
+            action: "create directory",
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Initialises the meta tree of a new store, or checks that of an existing one.
+fn check_meta(path: &Path, meta: &Tree, shares: &Tree, index: ShareIndex) -> Result<()> {
+    let not_a_store = |reason: &str| Error::NotAStore {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match (meta.get(META_FORMAT)?, meta.get(META_INDEX)?) {
+        (None, None) if shares.is_empty() => {
+            let mut batch = sled::Batch::default();
+            batch.insert(META_FORMAT, &[STORE_VALUE_FORMAT]);
+            batch.insert(META_INDEX, &[index.get()]);
+            meta.apply_batch(batch)?;
+            meta.flush()?;
+            Ok(())
+        }
+        (None, None) => Err(not_a_store("it holds shares but no metadata")),
+        (Some(format), Some(found)) => {
+            if *format != [STORE_VALUE_FORMAT] {
+                return Err(Error::StoreFormat {
+                    path: PathBuf::from(path),
+                    found: format.first().copied().unwrap_or(0),
+                    supported: STORE_VALUE_FORMAT,
+                });
+            }
+            match *found {
+                [found] if found == index.get() => Ok(()),
+                [found] => Err(Error::WrongIndex {
+                    expected: index,
+                    found,
+                }),
+                _ => Err(not_a_store("the recorded share index is malformed")),
+            }
+        }
+        _ => Err(not_a_store("its metadata is incomplete")),
+    }
+}
+
+/// Runs blocking sled work off the async workers: sled may read pages from disk.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::StorageTask {
+            reason: e.to_string(),
+        })?
+}
+
+#[async_trait]
+impl ShareStore for SledStore {
+    async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome> {
+        let value = IVec::from(codec::encode(envelope)?);
+        let head = Head::of(envelope);
+        let key = envelope.header.key.clone();
+        let (shares, counters) = (self.shares.clone(), self.counters.clone());
+        let outcome = blocking(move || {
+            let mut current = shares.get(key.as_bytes())?;
+            loop {
+                match codec::decide(&key, current.as_deref(), &head, &value)? {
+                    Decision::Keep(outcome) => return Ok(outcome),
+                    Decision::Write { replaced } => {
+                        match shares.compare_and_swap(
+                            key.as_bytes(),
+                            current,
+                            Some(value.clone()),
+                        )? {
+                            Ok(()) => {
+                                counters.replace(replaced.as_ref(), &head);
+                                return Ok(PutOutcome::Stored);
+                            }
+                            // Another put won the race: decide again against what it wrote.
+                            Err(CompareAndSwapError { current: now, .. }) => current = now,
+                        }
+                    }
+                }
+            }
+        })
+        .await?;
+        // Every outcome waits, not only writes: AlreadyStored and Superseded report a value
+        // another put may have written but not yet flushed.
+        self.commit.durable().await?;
+        Ok(outcome)
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<ShareEnvelope>> {
+        let (shares, key) = (self.shares.clone(), key.clone());
+        blocking(move || {
+            shares
+                .get(key.as_bytes())?
+                .map(|value| codec::decode(key.as_bytes(), &value))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<ListEntry>> {
+        let shares = self.shares.clone();
+        let prefix = prefix.as_bytes().to_vec();
+        let lower = match start_after {
+            Some(after) if after.as_bytes() >= prefix.as_slice() => {
+                Bound::Excluded(after.as_bytes().to_vec())
+            }
+            _ => Bound::Included(prefix.clone()),
+        };
+        blocking(move || {
+            let mut entries = Vec::with_capacity(limit.min(1024));
+            for item in shares.range::<Vec<u8>, _>((lower, Bound::Unbounded)) {
+                if entries.len() >= limit {
+                    break;
+                }
+                let (key, value) = item?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                entries.push(codec::list_entry(&key, &value)?);
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        Ok(self.counters.snapshot())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance::Harness;
+    use super::*;
+
+    struct SledHarness {
+        dir: tempfile::TempDir,
+        store: std::sync::Mutex<Option<Arc<SledStore>>>,
+    }
+
+    impl SledHarness {
+        fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().expect("tempdir"),
+                store: std::sync::Mutex::new(None),
+            }
+        }
+
+        async fn open_store(&self) -> Arc<SledStore> {
+            let index = ShareIndex::new(1).expect("index");
+            let store = Arc::new(
+                SledStore::open(&self.dir.path().join("shares"), index)
+                    .await
+                    .expect("open"),
+            );
+            *self.store.lock().expect("lock") = Some(store.clone());
+            store
+        }
+    }
+
+    #[async_trait]
+    impl Harness for SledHarness {
+        async fn open(&self) -> Arc<dyn ShareStore> {
+            self.open_store().await
+        }
+
+        async fn reopen(&self, store: Arc<dyn ShareStore>) -> Arc<dyn ShareStore> {
+            drop(store);
+            // The harness's own handle is the last one; dropping it releases sled's file lock.
+            drop(self.store.lock().expect("lock").take());
+            self.open_store().await
+        }
+
+        async fn corrupt(&self, key: &RecordKey, raw: &[u8]) {
+            let store = self
+                .store
+                .lock()
+                .expect("lock")
+                .clone()
+                .expect("open store");
+            store.insert_raw(key.as_bytes(), raw).expect("insert raw");
+        }
+    }
+
+    crate::share_store_conformance_tests!(SledHarness::new());
+
+    fn index(i: u8) -> ShareIndex {
+        ShareIndex::new(i).expect("index")
+    }
+
+    #[tokio::test]
+    async fn a_store_created_for_another_index_refuses_to_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shares");
+        drop(SledStore::open(&path, index(1)).await.expect("create"));
+        match SledStore::open(&path, index(2)).await {
+            Err(Error::WrongIndex { expected, found }) => {
+                assert_eq!((expected, found), (index(2), 1))
+            }
+            other => panic!("expected WrongIndex, got {other:?}"),
+        }
+        assert!(SledStore::open(&path, index(1)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_store_format_refuses_to_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shares");
+        {
+            let db = sled::open(&path).expect("sled");
+            let meta = db.open_tree("meta").expect("meta");
+            meta.insert(META_FORMAT, &[99]).expect("insert");
+            meta.insert(META_INDEX, &[1]).expect("insert");
+            db.flush().expect("flush");
+        }
+        assert!(matches!(
+            SledStore::open(&path, index(1)).await,
+            Err(Error::StoreFormat { found: 99, .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_puts_share_flushes() {
+        const PUTS: u64 = 64;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            SledStore::open(&dir.path().join("shares"), index(1))
+                .await
+                .expect("open"),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..PUTS {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let envelope = ShareEnvelope::data(
+                    RecordKey::new(format!("k/{i}")).expect("key"),
+                    bunsan_protocol::Version {
+                        clock_micros: 1,
+                        writer: bunsan_protocol::WriterId(1),
+                    },
+                    bunsan_protocol::Scheme::new(2, 3).expect("scheme"),
+                    index(1),
+                    vec![1; 64],
+                );
+                store.put(&envelope).await.expect("put");
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task");
+        }
+        assert_eq!(store.stats().await.expect("stats").records, PUTS);
+        assert!(
+            store.flushes() < PUTS / 2,
+            "{} flushes for {PUTS} concurrent puts",
+            store.flushes()
+        );
+    }
+}

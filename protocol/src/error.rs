@@ -1,0 +1,154 @@
+//! The one error type of the protocol crate.
+//!
+//! Every variant names what was wrong and with which value, so that a node can log it and a
+//! client can show it without guessing. Errors caused by remote input are always returned,
+//! never panicked on.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in pure protocol code: bad parameters, bad shares, bad bytes.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A threshold below 2 offers no secrecy (one share would be the record itself).
+    #[error("threshold {threshold} is below the minimum of 2")]
+    ThresholdTooLow {
+        /// The rejected threshold.
+        threshold: u8,
+    },
+    /// The threshold cannot exceed the number of shares dealt.
+    #[error("threshold {threshold} exceeds the share count {shares}")]
+    ThresholdAboveShares {
+        /// The requested threshold k.
+        threshold: u8,
+        /// The requested share count n.
+        shares: usize,
+    },
+    /// GF(256) has 255 non-zero points, so at most 255 shares can exist.
+    #[error("share count {shares} exceeds the maximum of 255")]
+    TooManyShares {
+        /// The requested share count.
+        shares: usize,
+    },
+    /// x = 0 is where the secret lives; a share must never sit there.
+    #[error("share index 0 is not allowed (the secret lives at x = 0)")]
+    ZeroShareIndex,
+    /// Two shares with the same x carry no more information than one and would corrupt Lagrange
+    /// interpolation.
+    #[error("share index {index} appears more than once")]
+    DuplicateShareIndex {
+        /// The repeated x-coordinate.
+        index: u8,
+    },
+    /// All shares of one record have the record's length; a different length means a share of
+    /// something else or a truncated share.
+    #[error("share {index} has {len} bytes but the first share has {expected}")]
+    ShareLengthMismatch {
+        /// The x-coordinate of the odd share.
+        index: u8,
+        /// Its length in bytes.
+        len: usize,
+        /// The length of the first share.
+        expected: usize,
+    },
+    /// Fewer than k shares reveal nothing, so they cannot be combined.
+    #[error("found {found} shares but {needed} are needed")]
+    NotEnoughShares {
+        /// Shares supplied.
+        found: usize,
+        /// Threshold k.
+        needed: usize,
+    },
+    /// A share in the `sharks` byte layout must hold at least its x byte.
+    #[error("share bytes are empty: a share is one x byte followed by the y bytes")]
+    EmptyShareBytes,
+    /// Record keys are limited in length and alphabet so they are safe in logs, paths and URLs.
+    #[error("invalid record key {key:?}: {reason}")]
+    InvalidRecordKey {
+        /// The rejected key (lossily decoded if not UTF-8).
+        key: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A frame announced a body larger than the frame limit.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The announced length.
+        len: u64,
+        /// The limit in force.
+        max: u64,
+    },
+    /// A frame ended before its announced length.
+    #[error("frame truncated: expected {expected} bytes, got {got}")]
+    FrameTruncated {
+        /// Bytes announced (including the length prefix).
+        expected: u64,
+        /// Bytes present.
+        got: u64,
+    },
+    /// Bytes followed a complete frame body where none were expected.
+    #[error("{extra} trailing bytes after the frame body")]
+    TrailingBytes {
+        /// How many bytes were left over.
+        extra: usize,
+    },
+    /// The bytes were not a valid encoding of the expected message or record.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded (e.g. "request", "share envelope").
+        what: &'static str,
+        /// The decoder's explanation.
+        reason: String,
+    },
+    /// A value could not be encoded (only possible for values that break a protocol limit).
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's explanation.
+        reason: String,
+    },
+    /// A persisted or wire format carried a version this software does not understand.
+    #[error("unsupported {what} format version {found} (this build understands {supported})")]
+    UnsupportedFormat {
+        /// Which format ("share envelope", "stored share", ...).
+        what: &'static str,
+        /// The version found.
+        found: u8,
+        /// The version this build writes and reads.
+        supported: u8,
+    },
+    /// An envelope's fields contradict each other (payload length, index beyond n, ...).
+    #[error("inconsistent share envelope: {reason}")]
+    InvalidEnvelope {
+        /// What is inconsistent.
+        reason: String,
+    },
+    /// The cluster manifest could not be parsed or contradicts itself.
+    #[error("invalid cluster manifest: {reason}")]
+    InvalidManifest {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate could not be parsed or carries no valid Bunsan role.
+    #[error("invalid certificate: {reason}")]
+    InvalidCertificate {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A role name that is not one of collector, reader, auditor, admin, node.
+    #[error("unknown role {role:?} (expected collector, reader, auditor, admin or node)")]
+    UnknownRole {
+        /// The rejected role name.
+        role: String,
+    },
+    /// A purpose string that is empty or too long.
+    #[error("invalid purpose: {reason}")]
+    InvalidPurpose {
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+}
+
+/// Shorthand for results of protocol functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

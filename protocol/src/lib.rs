@@ -1,0 +1,38 @@
+//! # bunsan-protocol: the pure core of Bunsan
+//!
+//! Bunsan stores every medical record as k-of-n Shamir shares over GF(256), one share per
+//! storage node. This crate holds everything that can be decided without I/O:
+//!
+//! ```text
+//!  record ──split──▶ n shares ──envelope──▶ Request::Put ──frame──▶ bytes (to node i)
+//!  bytes ──frame──▶ Response::Share ──envelope──▶ k shares ──combine──▶ record
+//! ```
+//!
+//! - [`gf256`] and [`shamir`]: constant-time field arithmetic and k-of-n sharing, in the same field
+//!   (0x11d) and share layout as the `sharks` crate, so `sharks` can always recover our shares.
+//! - [`types`]: newtypes that cannot hold a bad value (threshold, share index, key, version).
+//! - [`envelope`]: what a node stores for one record version, with a format version byte.
+//! - [`message`] and [`frame`]: the request/response messages and their length-prefixed framing.
+//! - [`manifest`]: the cluster manifest (`cluster.toml`) every client and tool reads.
+//! - [`role`]: the roles carried in certificates and what each may do.
+//! - [`hlc`]: the hybrid logical clock that orders versions; time is passed in, never read.
+//!
+//! There are no sockets, no async runtime and no clock here (the sans-IO style of
+//! `quinn-proto`): the `node` and `client` crates move bytes between this core and the network
+//! or the disk, and the hard logic is tested here with plain unit and property tests.
+
+// `unsafe` is denied crate-wide (workspace lint); only the SIMD kernel module allows it.
+
+pub mod envelope;
+pub mod error;
+pub mod frame;
+pub mod gf256;
+pub mod hlc;
+pub mod manifest;
+pub mod message;
+pub mod role;
+pub mod shamir;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use types::{Purpose, RecordKey, RequestId, Scheme, ShareIndex, Threshold, Version, WriterId};
