@@ -107,7 +107,7 @@ impl Client {
     pub fn new(manifest: Manifest, identity: Identity, options: ClientOptions) -> Result<Self> {
         let transport = Transport::new(&manifest, &identity, options.connect_timeout)?;
         Ok(Self {
-            clock: std::sync::Mutex::new(HybridClock::new(identity.writer_id())),
+            clock: std::sync::Mutex::new(HybridClock::new(identity.session_writer_id())),
             manifest,
             transport: Arc::new(transport),
             options,

@@ -107,9 +107,9 @@ impl Identity {
         self.peer.role
     }
 
-    /// The id this identity writes versions under.
-    pub fn writer_id(&self) -> WriterId {
-        WriterId::from_certificate(&self.certs[0])
+    /// A fresh writer id for one session of this identity (see [`WriterId`]).
+    pub fn session_writer_id(&self) -> WriterId {
+        WriterId::for_session(&self.certs[0], &mut rand::rng())
     }
 
     /// The leaf certificate (DER).

@@ -85,34 +85,38 @@ impl Transport {
             reason,
         };
         let frame = frame::encode(request, "request").map_err(|e| fail(e.to_string()))?;
-        match tokio::time::timeout(timeout, self.exchange(position, &frame)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(reason)) => Err(fail(reason)),
-            Err(_) => Err(fail(format!("no answer within {} ms", timeout.as_millis()))),
+        let connection = match tokio::time::timeout(timeout, self.connection(position)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(reason)) => return Err(fail(reason)),
+            Err(_) => {
+                return Err(fail(format!(
+                    "no connection within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        };
+        let outcome = match tokio::time::timeout(timeout, exchange(&connection, &frame)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
+        if outcome.is_err() {
+            // A node that was killed and restarted never tells us the old connection is gone,
+            // and a frozen one never answers on it: drop it so the next call connects afresh
+            // instead of waiting on a dead connection until its idle timeout.
+            self.forget(position, &connection).await;
         }
+        outcome.map_err(fail)
     }
 
-    async fn exchange(&self, position: usize, frame: &[u8]) -> Result<Response, String> {
-        let connection = self.connection(position).await?;
-        let (mut send, mut recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| format!("cannot open a stream: {e}"))?;
-        send.write_all(frame)
-            .await
-            .map_err(|e| format!("cannot send the request: {e}"))?;
-        send.finish()
-            .map_err(|e| format!("cannot finish the request: {e}"))?;
-        let mut prefix = [0u8; PREFIX_BYTES];
-        recv.read_exact(&mut prefix)
-            .await
-            .map_err(|e| format!("no response: {e}"))?;
-        let len = frame::body_len(prefix, FRAME_MAX_BYTES).map_err(|e| e.to_string())?;
-        let mut body = vec![0u8; len];
-        recv.read_exact(&mut body)
-            .await
-            .map_err(|e| format!("truncated response: {e}"))?;
-        frame::decode_body(&body, "response").map_err(|e| e.to_string())
+    async fn forget(&self, position: usize, connection: &quinn::Connection) {
+        let mut cached = self.links[position].connection.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|current| current.stable_id() == connection.stable_id())
+        {
+            *cached = None;
+            connection.close(0u32.into(), b"request failed");
+        }
     }
 
     async fn connection(&self, position: usize) -> Result<quinn::Connection, String> {
@@ -160,4 +164,27 @@ impl Transport {
         self.endpoint.close(0u32.into(), b"client closed");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
+}
+
+/// One request/response exchange on a fresh stream of `connection`.
+async fn exchange(connection: &quinn::Connection, frame: &[u8]) -> Result<Response, String> {
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| format!("cannot open a stream: {e}"))?;
+    send.write_all(frame)
+        .await
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    send.finish()
+        .map_err(|e| format!("cannot finish the request: {e}"))?;
+    let mut prefix = [0u8; PREFIX_BYTES];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| format!("no response: {e}"))?;
+    let len = frame::body_len(prefix, FRAME_MAX_BYTES).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| format!("truncated response: {e}"))?;
+    frame::decode_body(&body, "response").map_err(|e| e.to_string())
 }

@@ -59,6 +59,22 @@ pub struct Node {
     accept_loop: Option<JoinHandle<()>>,
 }
 
+/// The key that signs QUIC stateless resets, derived from the node's private key so that it
+/// survives a restart: a client whose connection died with the old process then learns so
+/// from the first packet the new process answers, instead of waiting for its idle timeout.
+fn stateless_reset_key(config: &NodeConfig) -> Result<Arc<dyn quinn::crypto::HmacKey>> {
+    let private_key = std::fs::read(&config.key).map_err(|source| Error::Io {
+        action: "read",
+        path: config.key.clone(),
+        source,
+    })?;
+    let secret = blake3::derive_key("bunsan 2026-11 quic stateless reset key", &private_key);
+    Ok(Arc::new(aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        &secret,
+    )))
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
@@ -78,12 +94,18 @@ impl Node {
         // a data directory of another index), and only then the socket.
         let server_config = server::server_config(&config)?;
         let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            Error::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        let bind_error = |source| Error::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(stateless_reset_key(&config)?),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
         let local_addr = endpoint.local_addr().map_err(|source| Error::Bind {
             addr: config.listen,
             source,

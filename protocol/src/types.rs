@@ -195,21 +195,32 @@ impl fmt::Display for RecordKey {
     }
 }
 
-/// Who wrote a version: the first 8 bytes of BLAKE3 over the writer's certificate (DER).
+/// Who wrote a version: the first 4 bytes of BLAKE3 over the writer's certificate (DER),
+/// then 4 random bytes drawn once per client session.
 ///
-/// Two writers that produce the same clock reading are still ordered, so versions are a total
-/// order without coordination.
+/// The certificate half ties a version to its writer in logs; the session half keeps two
+/// processes that share one certificate (a collector service with several workers) from ever
+/// producing the same version for different bytes, which nodes would refuse as a conflict.
+/// Two writers that read the same clock are still ordered, so versions are a total order
+/// without coordination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WriterId(pub u64);
 
 impl WriterId {
-    /// Derives the writer id of a certificate.
-    pub fn from_certificate(cert_der: &[u8]) -> Self {
+    /// The writer id of one session of the holder of `cert_der`.
+    pub fn for_session<R: rand::Rng + ?Sized>(cert_der: &[u8], rng: &mut R) -> Self {
         let digest = blake3::hash(cert_der);
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest.as_bytes()[..8]);
-        Self(u64::from_be_bytes(first))
+        let mut cert_part = [0u8; 4];
+        cert_part.copy_from_slice(&digest.as_bytes()[..4]);
+        let session: u32 = rng.random();
+        Self((u64::from(u32::from_be_bytes(cert_part)) << 32) | u64::from(session))
+    }
+
+    /// The half of the id derived from the certificate: equal for every session of one
+    /// certificate.
+    pub fn certificate_part(self) -> u32 {
+        (self.0 >> 32) as u32
     }
 }
 
@@ -358,6 +369,18 @@ mod tests {
         assert!(postcard::from_bytes::<RecordKey>(&bad).is_err());
         let zero = postcard::to_allocvec(&0u8).expect("encode");
         assert!(postcard::from_bytes::<ShareIndex>(&zero).is_err());
+    }
+
+    #[test]
+    fn sessions_of_one_certificate_share_the_certificate_half_only() {
+        let mut rng = rand::rng();
+        let a = WriterId::for_session(b"certificate", &mut rng);
+        let b = WriterId::for_session(b"certificate", &mut rng);
+        let other = WriterId::for_session(b"another certificate", &mut rng);
+        assert_eq!(a.certificate_part(), b.certificate_part());
+        assert_ne!(a.certificate_part(), other.certificate_part());
+        // 2^-32 odds of a false failure: the session halves differ.
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -14,11 +14,21 @@ use bunsan_protocol::{Purpose, RecordKey};
 /// Starts an n-node, k-of-n cluster on free loopback ports in a temporary directory, running
 /// `node_binary` (pass `env!("CARGO_BIN_EXE_bunsan-test-node")`).
 pub async fn start_cluster(node_binary: &str, nodes: usize, threshold: u8) -> LocalCluster {
+    start_cluster_with_quorum(node_binary, nodes, threshold, None).await
+}
+
+/// Like [`start_cluster`], with write quorum W (`None`: W = n).
+pub async fn start_cluster_with_quorum(
+    node_binary: &str,
+    nodes: usize,
+    threshold: u8,
+    write_quorum: Option<u8>,
+) -> LocalCluster {
     let init = InitOptions {
         name: "bunsan-test".to_owned(),
         nodes,
         threshold,
-        write_quorum: None,
+        write_quorum,
         base_port: 0,
     };
     let options = LocalOptions {
@@ -33,8 +43,18 @@ pub async fn start_cluster(node_binary: &str, nodes: usize, threshold: u8) -> Lo
 /// A client of `cluster` under the identity `name` with a short deadline, so a test about a
 /// failing node fails fast.
 pub fn client(cluster: &LocalCluster, name: &str) -> Client {
+    client_with_timeout(cluster, name, std::time::Duration::from_secs(5))
+}
+
+/// A client of `cluster` under the identity `name` whose operations end after `timeout`.
+pub fn client_with_timeout(
+    cluster: &LocalCluster,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Client {
     let options = ClientOptions {
-        timeout: std::time::Duration::from_secs(5),
+        timeout,
+        connect_timeout: timeout.min(std::time::Duration::from_secs(3)),
         ..ClientOptions::default()
     };
     cluster

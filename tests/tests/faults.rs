@@ -1,0 +1,303 @@
+//! Faults: nodes killed with SIGKILL under load, frozen with SIGSTOP, and writers racing on
+//! one key. A reference model says what must be readable afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bunsan_client::{Client, Error};
+use bunsan_cluster::LocalCluster;
+use bunsan_protocol::{RecordKey, Version};
+use bunsan_tests::{client, client_with_timeout, key, pattern, purpose, start_cluster_with_quorum};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::Rng;
+
+const NODE: &str = env!("CARGO_BIN_EXE_bunsan-test-node");
+
+/// What a writer did to one key, in the order it did it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Put(Vec<u8>),
+    Delete,
+}
+
+/// The reference model of one key: every operation, and which were acknowledged. After any
+/// crash sequence, a read must return the last acknowledged operation or one attempted after
+/// it (an unacknowledged write may or may not have landed), never anything older.
+#[derive(Debug, Default, Clone)]
+struct KeyHistory {
+    ops: Vec<(Op, bool)>,
+}
+
+impl KeyHistory {
+    fn acceptable(&self) -> &[(Op, bool)] {
+        let last_acked = self.ops.iter().rposition(|(_, acked)| *acked);
+        match last_acked {
+            Some(position) => &self.ops[position..],
+            None => &self.ops[..],
+        }
+    }
+
+    fn anything_acked(&self) -> bool {
+        self.ops.iter().any(|(_, acked)| *acked)
+    }
+}
+
+/// Puts (as collector) and deletes (as admin) random keys of its own. Both clients run on this
+/// machine's clock and each operation starts after the previous one ended, so each key's
+/// operations get increasing versions.
+async fn writer(
+    collector: Client,
+    admin: Client,
+    keys: Vec<RecordKey>,
+    model: Arc<Mutex<BTreeMap<RecordKey, KeyHistory>>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) {
+    // Stopped by a flag, never aborted: an aborted operation would still reach some nodes
+    // without the model knowing it was attempted.
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        let (k, op) = {
+            let mut rng = rand::rng();
+            let k = keys[rng.random_range(0..keys.len())].clone();
+            let op = if rng.random_range(0..5) == 0 {
+                Op::Delete
+            } else {
+                let len = rng.random_range(0..2048);
+                Op::Put(pattern(len, seed * 1_000_003 + round))
+            };
+            (k, op)
+        };
+        let acked = match &op {
+            Op::Put(data) => collector.put(&k, data).await.is_ok(),
+            Op::Delete => admin.delete(&k).await.is_ok(),
+        };
+        model
+            .lock()
+            .expect("model lock")
+            .entry(k)
+            .or_default()
+            .ops
+            .push((op, acked));
+    }
+}
+
+/// Sends SIGSTOP and waits until the kernel shows the process stopped: `kill` returns before
+/// every thread has stopped, and a request could slip through in between.
+async fn freeze(pid: Pid) {
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    for _ in 0..200 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next());
+        if state == Some(Some('T')) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("pid {pid} did not stop");
+}
+
+fn pid_of(cluster: &LocalCluster, index: u8) -> Pid {
+    let pid = cluster
+        .nodes()
+        .into_iter()
+        .find(|node| node.index == index)
+        .and_then(|node| node.pid)
+        .expect("the node runs");
+    Pid::from_raw(pid as i32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_fifty_kills_under_concurrent_puts_and_deletes() {
+    // W = 4: one node may be down at any time and writes still succeed.
+    let mut cluster = start_cluster_with_quorum(NODE, 5, 3, Some(4)).await;
+    let model = Arc::new(Mutex::new(BTreeMap::new()));
+    let keys_a: Vec<_> = (0..12).map(|i| key(&format!("kill/a/{i}"))).collect();
+    let keys_b: Vec<_> = (0..12).map(|i| key(&format!("kill/b/{i}"))).collect();
+    let timeout = Duration::from_secs(3);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each writer owns its keys, so each key's operations are ordered by one client's clock.
+    let writers = [
+        tokio::spawn(writer(
+            client_with_timeout(&cluster, "collector", timeout),
+            client_with_timeout(&cluster, "admin", timeout),
+            keys_a,
+            Arc::clone(&model),
+            Arc::clone(&stop),
+            1,
+        )),
+        tokio::spawn(writer(
+            client_with_timeout(&cluster, "collector", timeout),
+            client_with_timeout(&cluster, "admin", timeout),
+            keys_b,
+            Arc::clone(&model),
+            Arc::clone(&stop),
+            2,
+        )),
+    ];
+
+    let mut kills = 0;
+    while kills < 50 {
+        let victim = rand::rng().random_range(1..=5u8);
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(20..120))).await;
+        cluster.kill_node(victim).await.expect("kill -9");
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..80))).await;
+        cluster
+            .start_node(victim)
+            .await
+            .expect("restart after kill -9");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+
+    // Every node is up again; every key must read as the model allows.
+    let reader = client(&cluster, "reader");
+    let model = model.lock().expect("model lock").clone();
+    let mut acked_ops = 0;
+    for (k, history) in &model {
+        acked_ops += history.ops.iter().filter(|(_, acked)| *acked).count();
+        let read = reader.get(k, &purpose()).await;
+        let acceptable = history.acceptable();
+        let ok = match &read {
+            Ok(data) => acceptable
+                .iter()
+                .any(|(op, _)| *op == Op::Put(data.to_vec())),
+            Err(Error::Deleted { .. }) => acceptable.iter().any(|(op, _)| *op == Op::Delete),
+            Err(Error::NotFound { .. }) => !history.anything_acked(),
+            Err(_) => false,
+        };
+        if !ok {
+            let admin = client(&cluster, "admin");
+            for node in &cluster.manifest().nodes {
+                let held = admin.list_node_by_id(&node.id, k.as_str(), true).await;
+                eprintln!("{}: {:?}", node.id, held);
+            }
+            eprintln!(
+                "history: {:?}",
+                history
+                    .ops
+                    .iter()
+                    .map(|(op, acked)| (matches!(op, Op::Delete), *acked))
+                    .collect::<Vec<_>>()
+            );
+        }
+        assert!(
+            ok,
+            "{k}: read {:?} is not one of the {} acceptable outcomes",
+            read.as_ref().map(|d| d.len()).map_err(|e| e.to_string()),
+            acceptable.len()
+        );
+    }
+    assert!(
+        acked_ops > 50,
+        "the writers made progress ({acked_ops} acknowledged)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_does_not_hold_a_get_past_its_deadline() {
+    let cluster = start_cluster_with_quorum(NODE, 5, 3, None).await;
+    let k = key("sigstop/record");
+    let record = pattern(10_000, 5);
+    client(&cluster, "collector")
+        .put(&k, &record)
+        .await
+        .expect("put");
+    let reader = client_with_timeout(&cluster, "reader", Duration::from_secs(2));
+    // Warm the connections, then freeze two nodes: their connections stay open but silent.
+    reader.get(&k, &purpose()).await.expect("warm get");
+    let frozen = [pid_of(&cluster, 2), pid_of(&cluster, 5)];
+    for pid in frozen {
+        freeze(pid).await;
+    }
+    for _ in 0..3 {
+        let back = reader
+            .get(&k, &purpose())
+            .await
+            .expect("a get succeeds from the three live nodes");
+        assert!(back.as_slice() == record.as_slice());
+    }
+    // With a third node frozen the get cannot succeed: it must fail at its deadline, naming
+    // what it found, rather than hang.
+    let third = pid_of(&cluster, 3);
+    freeze(third).await;
+    match reader.get_versioned(&k, &purpose()).await {
+        Err(Error::NotEnoughShares { found, needed, .. }) => assert_eq!((found, needed), (2, 3)),
+        Err(other) => panic!("expected NotEnoughShares, got {other}"),
+        Ok(outcome) => panic!(
+            "2 live nodes cannot rebuild a 3-of-5 record, yet it came from {:?}",
+            outcome.sources
+        ),
+    }
+    for pid in [frozen[0], frozen[1], third] {
+        kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    }
+    let back = client(&cluster, "reader")
+        .get(&k, &purpose())
+        .await
+        .expect("get after SIGCONT");
+    assert!(back.as_slice() == record.as_slice());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_one_key_converge_to_the_highest_version() {
+    let cluster = start_cluster_with_quorum(NODE, 5, 3, None).await;
+    let k = key("race/one-key");
+    let mut tasks = Vec::new();
+    for writer in 0..4u64 {
+        // Four sessions of the collector identity: each has its own writer id.
+        let collector = client(&cluster, "collector");
+        let k = k.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut versions: Vec<(Version, Vec<u8>)> = Vec::new();
+            for round in 0..15u64 {
+                let data = pattern(64 + round as usize, writer * 100 + round);
+                if let Ok(receipt) = collector.put(&k, &data).await {
+                    versions.push((receipt.version, data));
+                }
+            }
+            versions
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("writer task"));
+    }
+    let admin = client(&cluster, "admin");
+    let mut held = Vec::new();
+    for node in &cluster.manifest().nodes {
+        let entries = admin
+            .list_node_by_id(&node.id, "race/", true)
+            .await
+            .expect("list one node");
+        assert_eq!(entries.len(), 1, "{} holds one entry", node.id);
+        held.push(entries[0].version);
+    }
+    assert!(
+        held.windows(2).all(|pair| pair[0] == pair[1]),
+        "nodes disagree: {held:?}"
+    );
+    let newest_acked = acknowledged
+        .iter()
+        .map(|(version, _)| *version)
+        .max()
+        .expect("some write was acknowledged");
+    assert!(held[0] >= newest_acked, "a node kept an older version");
+    let back = client(&cluster, "reader")
+        .get_versioned(&k, &purpose())
+        .await
+        .expect("get");
+    assert_eq!(back.version, held[0]);
+    if let Some((_, data)) = acknowledged.iter().find(|(v, _)| *v == back.version) {
+        assert!(back.data.as_slice() == data.as_slice());
+    }
+}
