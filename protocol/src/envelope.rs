@@ -33,6 +33,26 @@ pub struct RecordHeader {
     pub record_len: u64,
     /// A tombstone marks a deletion: it has a version (so late writes lose) and no payload.
     pub tombstone: bool,
+    /// The sharing epoch: 0 as written, incremented by every refresh of this version. Shares
+    /// of two epochs never combine; a node keeps the highest (version, epoch).
+    pub epoch: u32,
+}
+
+impl RecordHeader {
+    /// What orders two envelopes of one key: the version, then the epoch.
+    pub fn generation(&self) -> (Version, u32) {
+        (self.version, self.epoch)
+    }
+
+    /// BLAKE3 of the header's encoding: the same on every node holding this dealing, so
+    /// inventories can be compared without comparing headers field by field.
+    pub fn digest(&self) -> Result<[u8; 32]> {
+        let bytes = postcard::to_allocvec(self).map_err(|e| Error::Encode {
+            what: "record header",
+            reason: e.to_string(),
+        })?;
+        Ok(*blake3::hash(&bytes).as_bytes())
+    }
 }
 
 /// One node's share of one record version.
@@ -107,6 +127,7 @@ impl ShareEnvelope {
                 scheme,
                 record_len: payload.len() as u64,
                 tombstone: false,
+                epoch: 0,
             },
             index,
             payload,
@@ -123,6 +144,7 @@ impl ShareEnvelope {
                 scheme,
                 record_len: 0,
                 tombstone: true,
+                epoch: 0,
             },
             index,
             payload: Vec::new(),

@@ -148,6 +148,28 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A repair or refresh plan contradicts itself (too few helpers, a repeated helper, the
+    /// target among the helpers, too few participants).
+    #[error("invalid repair or refresh plan: {reason}")]
+    InvalidPlan {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A piece of a repair or refresh came from a party that should not send it, came twice,
+    /// or has the wrong shape; it was not used.
+    #[error("contribution refused: share {from} {reason}")]
+    Contribution {
+        /// The sender's share index.
+        from: u8,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The ECDH agreement behind a pair of repair masks failed (bad key or point).
+    #[error("key agreement failed: {reason}")]
+    KeyAgreement {
+        /// What failed.
+        reason: &'static str,
+    },
 }
 
 /// Shorthand for results of protocol functions.

@@ -16,6 +16,9 @@
 //! - [`manifest`]: the cluster manifest (`cluster.toml`) every client and tool reads.
 //! - [`role`]: the roles carried in certificates and what each may do.
 //! - [`hlc`]: the hybrid logical clock that orders versions; time is passed in, never read.
+//! - [`repair`]: regenerating one node's share from k helpers' masked contributions, so that
+//!   no party ever holds k shares; [`refresh`]: re-randomising all shares of a record with a
+//!   distributed sharing of zero (a new epoch).
 //!
 //! There are no sockets, no async runtime and no clock here (the sans-IO style of
 //! `quinn-proto`): the `node` and `client` crates move bytes between this core and the network
@@ -30,6 +33,8 @@ pub mod gf256;
 pub mod hlc;
 pub mod manifest;
 pub mod message;
+pub mod refresh;
+pub mod repair;
 pub mod role;
 pub mod shamir;
 pub mod types;

@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::ShareEnvelope;
+use crate::envelope::{RecordHeader, ShareEnvelope};
+use crate::refresh::RefreshPlan;
+use crate::repair::{RepairPlan, SessionId};
 use crate::types::{Purpose, RecordKey, RequestId, ShareIndex, Version};
 
 /// The ALPN protocol id of this message set.
@@ -14,6 +16,10 @@ pub const ALPN: &[u8] = b"bunsan/1";
 
 /// The most entries one list response carries; clients page with `start_after`.
 pub const LIST_LIMIT_MAX: u32 = 10_000;
+
+/// The most entries one inventory response carries. Smaller than a listing: a node reads and
+/// checks every value it reports (a scrub), and the page must fit in one request timeout.
+pub const INVENTORY_LIMIT_MAX: u32 = 1_000;
 
 /// A request to one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +64,70 @@ pub enum Request {
     },
     /// Counts and sizes held by the node (admin).
     Status,
+    /// Page through the node's inventory, reading and checking every stored value, so damaged
+    /// ones are reported instead of failing the page (admin; the input of `repair`).
+    Inventory {
+        /// The same on every node for one client operation.
+        request_id: RequestId,
+        /// Resume after this key (exclusive).
+        start_after: Option<RecordKey>,
+        /// At most this many entries (capped at [`INVENTORY_LIMIT_MAX`]).
+        limit: u32,
+    },
+    /// Act as a helper of a repair: send this node's masked contribution to the plan's target
+    /// and report the target's answer (admin). The admin never sees share bytes.
+    Repair {
+        /// The same at every helper of one repair.
+        request_id: RequestId,
+        /// Which share to regenerate, from which helpers.
+        plan: RepairPlan,
+    },
+    /// One helper's masked contribution to a repair whose target is this node (node role,
+    /// sent by the helper itself).
+    Contribute {
+        /// The helper's request id (the admin's, passed on).
+        request_id: RequestId,
+        /// The contribution.
+        contribution: Contribution,
+    },
+    /// Stage a refresh of this node's share: deal a sharing of zero to the other participants,
+    /// wait for theirs, and keep the new share (next epoch) beside the current one (admin).
+    RefreshStage {
+        /// The same at every participant of one refresh.
+        request_id: RequestId,
+        /// Which record version, which participants.
+        plan: RefreshPlan,
+    },
+    /// One participant's δ_j(x) for this node, in a refresh (node role, sent by participant j).
+    RefreshDeal {
+        /// The participant's request id (the admin's, passed on).
+        request_id: RequestId,
+        /// The refresh it belongs to.
+        plan: RefreshPlan,
+        /// The dealing participant.
+        from: ShareIndex,
+        /// δ_from(x) at this node's x.
+        #[serde(with = "serde_bytes")]
+        delta: Vec<u8>,
+    },
+    /// Make the staged share of a refresh the node's current share (admin). Idempotent.
+    RefreshCommit {
+        /// The same at every participant of one commit.
+        request_id: RequestId,
+        /// The refresh.
+        refresh_id: SessionId,
+        /// The record.
+        key: RecordKey,
+    },
+    /// Drop the staged share of a refresh that did not complete (admin). Idempotent.
+    RefreshAbort {
+        /// The same at every participant.
+        request_id: RequestId,
+        /// The refresh.
+        refresh_id: SessionId,
+        /// The record.
+        key: RecordKey,
+    },
 }
 
 impl Request {
@@ -70,7 +140,41 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::List { .. } => "list",
             Request::Status => "status",
+            Request::Inventory { .. } => "inventory",
+            Request::Repair { .. } => "repair",
+            Request::Contribute { .. } => "contribute",
+            Request::RefreshStage { .. } => "refresh-stage",
+            Request::RefreshDeal { .. } => "refresh-deal",
+            Request::RefreshCommit { .. } => "refresh-commit",
+            Request::RefreshAbort { .. } => "refresh-abort",
         }
+    }
+}
+
+/// One helper's masked piece of a repair, as the target receives it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The repair.
+    pub plan: RepairPlan,
+    /// The helper that computed it; must be the sending node.
+    pub from: ShareIndex,
+    /// The helper's header of the record version: every helper's must agree, and the target
+    /// stores it with the regenerated share.
+    pub header: RecordHeader,
+    /// μ_from · y_from with the helper's pair masks XORed in: uniformly random on its own.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Contribution {
+    // Masked, but still share-derived material: logs get its length only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contribution")
+            .field("plan", &self.plan)
+            .field("from", &self.from)
+            .field("header", &self.header)
+            .field("data_len", &self.data.len())
+            .finish()
     }
 }
 
@@ -95,6 +199,24 @@ pub enum Response {
     },
     /// Answer to [`Request::Status`].
     Status(NodeStatus),
+    /// Answer to [`Request::Inventory`].
+    Inventory {
+        /// Entries in key order.
+        entries: Vec<InventoryEntry>,
+        /// Present when more entries follow: pass it as `start_after`.
+        next: Option<RecordKey>,
+    },
+    /// Answer to [`Request::Repair`] and [`Request::Contribute`]: what the target did.
+    Repaired(RepairOutcome),
+    /// Answer to [`Request::RefreshStage`]: the new share is staged durably.
+    Staged {
+        /// The epoch staged.
+        epoch: u32,
+    },
+    /// Answer to [`Request::RefreshDeal`]: the deal was added to the node's pending sum.
+    DealAccepted,
+    /// Answer to [`Request::RefreshAbort`]: nothing is staged for the refresh any more.
+    Aborted,
     /// The request was refused or failed; nothing was changed unless the code says so.
     Error(RemoteError),
 }
@@ -110,6 +232,50 @@ pub enum PutOutcome {
     Superseded {
         /// The version the node holds.
         current: Version,
+    },
+}
+
+/// What a repair's target did with the regenerated share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepairOutcome {
+    /// The share passed its check and went through the store's put-if-newer rules.
+    Stored(PutOutcome),
+    /// The target could not check the share against its commitment (it cannot open its sealed
+    /// nonce, or the record has no commitments) and keeps only a fingerprint of it: run the
+    /// repair again with a different helper set; the target stores the share once two sets
+    /// agree.
+    Unconfirmed,
+}
+
+/// One row of a node's checked inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    /// The record key.
+    pub key: RecordKey,
+    /// What the node holds for it.
+    pub state: HeldShare,
+}
+
+/// What a node holds for one key, after reading and checking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeldShare {
+    /// A readable envelope.
+    Held {
+        /// Its version.
+        version: Version,
+        /// Its sharing epoch.
+        epoch: u32,
+        /// Whether it is a tombstone.
+        tombstone: bool,
+        /// The record length.
+        record_len: u64,
+        /// BLAKE3 of the encoded header: equal on every node that holds the same dealing.
+        header_digest: [u8; 32],
+    },
+    /// The stored value failed a check; the node will not release it.
+    Corrupt {
+        /// Which check failed.
+        reason: String,
     },
 }
 

@@ -26,7 +26,7 @@ pub enum Role {
     Reader,
     /// Reads audit logs, nothing else.
     Auditor,
-    /// Deletes, lists, repairs, sees status; cannot read records.
+    /// Deletes, lists, repairs, refreshes, sees status; cannot read records or shares.
     Admin,
     /// A storage node, for node-to-node calls.
     Node,
@@ -47,6 +47,12 @@ pub enum Action {
     List,
     /// Counts and sizes.
     Status,
+    /// A checked inventory of every stored value (the input of repair).
+    Inventory,
+    /// Start a repair at a helper, or a refresh (stage, commit, abort) at a participant.
+    Maintain,
+    /// Send a masked repair contribution or a refresh deal to another node.
+    Contribute,
 }
 
 impl Role {
@@ -68,8 +74,11 @@ impl Role {
             (_, A::Health)
                 | (Role::Collector, A::Put)
                 | (Role::Reader, A::Get)
-                | (Role::Admin, A::Delete | A::List | A::Status)
-                | (Role::Node, A::Status | A::List)
+                | (
+                    Role::Admin,
+                    A::Delete | A::List | A::Status | A::Inventory | A::Maintain
+                )
+                | (Role::Node, A::Status | A::List | A::Contribute)
         )
     }
 
@@ -180,10 +189,30 @@ mod tests {
             (Role::Collector, &[A::Health, A::Put]),
             (Role::Reader, &[A::Health, A::Get]),
             (Role::Auditor, &[A::Health]),
-            (Role::Admin, &[A::Health, A::Delete, A::List, A::Status]),
-            (Role::Node, &[A::Health, A::Status, A::List]),
+            (
+                Role::Admin,
+                &[
+                    A::Health,
+                    A::Delete,
+                    A::List,
+                    A::Status,
+                    A::Inventory,
+                    A::Maintain,
+                ],
+            ),
+            (Role::Node, &[A::Health, A::Status, A::List, A::Contribute]),
         ];
-        let all = [A::Health, A::Put, A::Get, A::Delete, A::List, A::Status];
+        let all = [
+            A::Health,
+            A::Put,
+            A::Get,
+            A::Delete,
+            A::List,
+            A::Status,
+            A::Inventory,
+            A::Maintain,
+            A::Contribute,
+        ];
         for (role, allowed) in expected {
             for action in all {
                 assert_eq!(
