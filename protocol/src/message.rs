@@ -110,7 +110,8 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
     },
-    /// Make the staged share of a refresh the node's current share (admin). Idempotent.
+    /// Make the staged share of a refresh the node's current share (admin). Idempotent: a
+    /// node that committed already (holds `epoch` or later) answers `AlreadyStored`.
     RefreshCommit {
         /// The same at every participant of one commit.
         request_id: RequestId,
@@ -118,6 +119,8 @@ pub enum Request {
         refresh_id: SessionId,
         /// The record.
         key: RecordKey,
+        /// The epoch the refresh staged.
+        epoch: u32,
     },
     /// Drop the staged share of a refresh that did not complete (admin). Idempotent.
     RefreshAbort {

@@ -226,7 +226,13 @@ mod tests {
             writer: crate::WriterId(1),
         };
         let make = |epoch, xs: &[u8]| {
-            RefreshPlan::new(id, key.clone(), version, epoch, xs.iter().map(|&x| index(x)).collect())
+            RefreshPlan::new(
+                id,
+                key.clone(),
+                version,
+                epoch,
+                xs.iter().map(|&x| index(x)).collect(),
+            )
         };
         assert!(make(0, &[1]).is_err());
         assert!(make(0, &[1, 1]).is_err());
@@ -237,7 +243,10 @@ mod tests {
         assert!(plan.check_threshold(Threshold::new(3).expect("k")).is_ok());
         assert!(plan.check_threshold(Threshold::new(4).expect("k")).is_err());
         let bytes = postcard::to_allocvec(&plan).expect("encode");
-        assert_eq!(postcard::from_bytes::<RefreshPlan>(&bytes).expect("decode"), plan);
+        assert_eq!(
+            postcard::from_bytes::<RefreshPlan>(&bytes).expect("decode"),
+            plan
+        );
         assert!(add_delta(&mut [0u8; 2], &[1]).is_err());
     }
 }

@@ -228,11 +228,10 @@ pub struct MaskKey {
 impl MaskKey {
     /// The key from its PKCS#8 (or SEC 1) DER encoding, as in a node's `key.pem`.
     pub fn from_der(der: &[u8]) -> Result<Self> {
-        let private = PrivateKey::from_private_key_der(&ECDH_P256, der).map_err(|_| {
-            Error::KeyAgreement {
+        let private =
+            PrivateKey::from_private_key_der(&ECDH_P256, der).map_err(|_| Error::KeyAgreement {
                 reason: "the node key is not a P-256 private key",
-            }
-        })?;
+            })?;
         Ok(Self { private })
     }
 
@@ -369,10 +368,12 @@ impl Accumulator {
     /// from a party not expected, a second piece from one party, and a wrong length, without
     /// changing the sum.
     pub fn add(&mut self, from: ShareIndex, data: &[u8]) -> Result<bool> {
-        let refuse = |reason| Err(Error::Contribution {
-            from: from.get(),
-            reason,
-        });
+        let refuse = |reason| {
+            Err(Error::Contribution {
+                from: from.get(),
+                reason,
+            })
+        };
         if !self.expected.contains(&from) {
             return refuse("not expected in this session");
         }

@@ -32,12 +32,13 @@ fn pair_secrets(
     rng: &mut ChaCha20Rng,
 ) -> Vec<Vec<(ShareIndex, PairSecret)>> {
     let n = helpers.len();
+    // table[i][j] = table[j][i]: one random secret per unordered pair.
     let mut table = vec![vec![[0u8; 32]; n]; n];
-    for i in 0..n {
-        for j in i + 1..n {
-            rng.fill_bytes(&mut table[i][j]);
-            table[j][i] = table[i][j];
-        }
+    for (i, j) in (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))) {
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        table[i][j] = secret;
+        table[j][i] = secret;
     }
     (0..n)
         .map(|i| {
@@ -52,7 +53,13 @@ fn pair_secrets(
 fn shares_of(secret: &[u8], k: u8, n: u8, seed: u64) -> Vec<Share> {
     let xs: Vec<ShareIndex> = (1..=n).map(index).collect();
     let threshold = Threshold::new(k).expect("threshold");
-    shamir::split_at(secret, threshold, &xs, &mut ChaCha20Rng::seed_from_u64(seed)).expect("deal")
+    shamir::split_at(
+        secret,
+        threshold,
+        &xs,
+        &mut ChaCha20Rng::seed_from_u64(seed),
+    )
+    .expect("deal")
 }
 
 /// Runs a whole repair in memory: every helper's contribution, XORed by the target.
@@ -196,7 +203,10 @@ fn different_plans_use_independent_masks() {
     // A coordinator sending one helper two plans that differ only in the target must not get
     // the same mask twice (XORing the two would strip it).
     let shares = shares_of(b"some record bytes", 3, 5, 4);
-    let secrets = pair_secrets(&[index(1), index(2), index(3)], &mut ChaCha20Rng::seed_from_u64(1));
+    let secrets = pair_secrets(
+        &[index(1), index(2), index(3)],
+        &mut ChaCha20Rng::seed_from_u64(1),
+    );
     let to_four = plan(4, &[1, 2, 3], 7);
     let mut to_five = to_four.clone();
     to_five.target = index(5);
@@ -246,13 +256,22 @@ fn bad_plans_and_pieces_are_refused() {
         )
     };
     assert!(matches!(make(1, &[2]), Err(Error::InvalidPlan { .. })));
-    assert!(matches!(make(1, &[2, 2, 3]), Err(Error::InvalidPlan { .. })));
-    assert!(matches!(make(1, &[1, 2, 3]), Err(Error::InvalidPlan { .. })));
+    assert!(matches!(
+        make(1, &[2, 2, 3]),
+        Err(Error::InvalidPlan { .. })
+    ));
+    assert!(matches!(
+        make(1, &[1, 2, 3]),
+        Err(Error::InvalidPlan { .. })
+    ));
     let plan = make(1, &[4, 2, 3]).expect("sorted");
     assert_eq!(plan.helpers(), &[index(2), index(3), index(4)]);
     // Decoding runs the same checks.
     let bytes = postcard::to_allocvec(&plan).expect("encode");
-    assert_eq!(postcard::from_bytes::<RepairPlan>(&bytes).expect("decode"), plan);
+    assert_eq!(
+        postcard::from_bytes::<RepairPlan>(&bytes).expect("decode"),
+        plan
+    );
     let mut bad = plan.clone();
     bad.helpers = vec![index(1), index(2)];
     let bytes = postcard::to_allocvec(&bad).expect("encode");
@@ -275,7 +294,10 @@ fn bad_plans_and_pieces_are_refused() {
     assert!(acc.add(index(2), b"ab").is_err(), "twice");
     assert!(matches!(
         Accumulator::new(plan.helpers(), 2).finish(),
-        Err(Error::NotEnoughShares { found: 0, needed: 3 })
+        Err(Error::NotEnoughShares {
+            found: 0,
+            needed: 3
+        })
     ));
 }
 
