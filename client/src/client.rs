@@ -236,9 +236,10 @@ impl Client {
                 key: key.clone(),
                 version,
             }),
-            Decision::Combine(version) => {
+            Decision::Combine(generation) => {
+                let version = generation.0;
                 let mut gather = gather;
-                let group = gather.versions.remove(&version).unwrap_or_default();
+                let group = gather.versions.remove(&generation).unwrap_or_default();
                 let k = self.manifest.scheme.threshold();
                 let (sources, shares): (Vec<String>, Vec<Share>) = group
                     .into_iter()
@@ -369,6 +370,17 @@ impl Client {
         let position = self.position(node_id)?;
         self.transport
             .call(position, request, self.options.timeout)
+            .await
+            .map_err(Error::Node)
+    }
+
+    /// The certificate (DER) that node `node_id` presented, verified by the TLS handshake
+    /// against the cluster CA for that node id. Nodes use it to learn each other's public keys
+    /// for repair (see `bunsan_protocol::repair`).
+    pub async fn peer_certificate(&self, node_id: &str) -> Result<Vec<u8>> {
+        let position = self.position(node_id)?;
+        self.transport
+            .peer_certificate(position, self.options.timeout)
             .await
             .map_err(Error::Node)
     }
@@ -549,15 +561,24 @@ fn response_kind(response: &Response) -> &'static str {
         Response::NotFound => "not-found",
         Response::Listing { .. } => "listing",
         Response::Status(_) => "status",
+        Response::Inventory { .. } => "inventory",
+        Response::Repaired(_) => "repaired",
+        Response::Staged { .. } => "staged",
+        Response::DealAccepted => "deal-accepted",
+        Response::Aborted => "aborted",
         Response::Error(_) => "error",
     }
 }
 
-/// The shares a get has collected so far, grouped by version.
+/// A version and its sharing epoch: only shares of one generation combine (a refresh deals a
+/// version anew, and shares of two epochs rebuild garbage).
+type Generation = (Version, u32);
+
+/// The shares a get has collected so far, grouped by generation.
 #[derive(Default)]
 struct Gather {
-    versions: BTreeMap<Version, Vec<(String, ShareEnvelope)>>,
-    headers: HashMap<Version, RecordHeader>,
+    versions: BTreeMap<Generation, Vec<(String, ShareEnvelope)>>,
+    headers: HashMap<Generation, RecordHeader>,
     tombstone: Option<Version>,
     tombstones_heard: usize,
     not_found: usize,
@@ -565,7 +586,7 @@ struct Gather {
 }
 
 enum Decision {
-    Combine(Version),
+    Combine(Generation),
     Deleted(Version),
 }
 
@@ -577,11 +598,12 @@ impl Gather {
             self.tombstones_heard += 1;
             return;
         }
-        // Shares of one version must agree on every header field; a share that does not is
+        let generation = envelope.header.generation();
+        // Shares of one generation must agree on every header field; a share that does not is
         // from a different (corrupt or forged) dealing and is never combined.
         let header = self
             .headers
-            .entry(version)
+            .entry(generation)
             .or_insert_with(|| envelope.header.clone());
         if *header != envelope.header {
             self.failures.push(NodeFailure {
@@ -591,7 +613,7 @@ impl Gather {
             return;
         }
         self.versions
-            .entry(version)
+            .entry(generation)
             .or_default()
             .push((node, envelope));
     }
@@ -621,15 +643,19 @@ impl Gather {
                 .filter(|(_, shares)| shares.len() >= k)
                 .map(|(version, _)| *version)
         };
-        let newest_data = self.versions.keys().next_back().copied();
+        let newest_data = self
+            .versions
+            .keys()
+            .next_back()
+            .map(|(version, _)| *version);
         match (self.tombstone, candidate) {
             (Some(tombstone), _) if newest_data.is_none_or(|data| tombstone > data) => {
                 Some(Decision::Deleted(tombstone))
             }
-            (Some(tombstone), Some(version)) if tombstone > version => {
+            (Some(tombstone), Some((version, _))) if tombstone > version => {
                 Some(Decision::Deleted(tombstone))
             }
-            (_, Some(version)) => Some(Decision::Combine(version)),
+            (_, Some(generation)) => Some(Decision::Combine(generation)),
             (_, None) => None,
         }
     }

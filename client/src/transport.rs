@@ -108,6 +108,38 @@ impl Transport {
         outcome.map_err(fail)
     }
 
+    /// The certificate (DER) node `position` presented on the connection to it, which the TLS
+    /// handshake verified against the cluster CA for the node's id. Connects if needed.
+    pub(crate) async fn peer_certificate(
+        &self,
+        position: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NodeFailure> {
+        let fail = |reason: String| NodeFailure {
+            node: self.links[position].node.id.clone(),
+            reason,
+        };
+        let connection = match tokio::time::timeout(timeout, self.connection(position)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(reason)) => return Err(fail(reason)),
+            Err(_) => {
+                return Err(fail(format!(
+                    "no connection within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        };
+        connection
+            .peer_identity()
+            .and_then(|identity| {
+                identity
+                    .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| chain.first().map(|leaf| leaf.to_vec()))
+            .ok_or_else(|| fail("the connection carries no peer certificate".to_owned()))
+    }
+
     async fn forget(&self, position: usize, connection: &quinn::Connection) {
         let mut cached = self.links[position].connection.lock().await;
         if cached
