@@ -9,6 +9,7 @@
 //! key = "key.pem"
 //! ca = "ca.pem"
 //! # crl = "crl.pem"        # optional: revoked client certificates (PEM CRLs)
+//! # cluster = "../../cluster.toml"  # optional: the manifest; needed for repair and refresh
 //! [limits]                 # every key optional; see [`Limits`] for defaults and why
 //! max_concurrent_streams = 256
 //! max_connections = 1024
@@ -53,6 +54,10 @@ pub struct NodeConfig {
     /// Certificate revocation lists (PEM) checked for every client certificate.
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// The cluster manifest (`cluster.toml`): who the other nodes are and where. Needed for
+    /// node-to-node work (repair, refresh); a node without it refuses those requests.
+    #[serde(default)]
+    pub cluster: Option<PathBuf>,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
@@ -140,6 +145,7 @@ impl NodeConfig {
             key: dir.join("key.pem"),
             ca: dir.join("ca.pem"),
             crl: None,
+            cluster: None,
             limits: Limits::default(),
             store: StoreConfig::default(),
         }
@@ -176,8 +182,8 @@ impl NodeConfig {
         ] {
             *path = base.join(&*path);
         }
-        if let Some(crl) = &mut config.crl {
-            *crl = base.join(&*crl);
+        for path in [&mut config.crl, &mut config.cluster].into_iter().flatten() {
+            *path = base.join(&*path);
         }
         config.validate()?;
         Ok(config)

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{
-    ErrorCode, NodeHealth, NodeStatus, PutOutcome, RemoteError, Request, Response, LIST_LIMIT_MAX,
+    ErrorCode, NodeHealth, NodeStatus, PutOutcome, RemoteError, RepairOutcome, Request, Response,
+    INVENTORY_LIMIT_MAX, LIST_LIMIT_MAX,
 };
 use bunsan_protocol::role::{Action, PeerIdentity};
 use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
@@ -21,6 +22,9 @@ use bunsan_protocol::{RecordKey, ShareIndex};
 use tracing::Span;
 
 use crate::error::Error;
+use crate::peers::Peers;
+use crate::refresh::Refreshes;
+use crate::repair::Repairs;
 use crate::store::ShareStore;
 
 /// The software version nodes report in health and status answers.
@@ -31,12 +35,18 @@ pub const SOFTWARE: &str = concat!("bunsan-node ", env!("CARGO_PKG_VERSION"));
 /// answer then carries fewer entries and a `next` key to resume from.
 const LIST_SCAN_MAX: usize = 4 * LIST_LIMIT_MAX as usize;
 
+/// At most this many stored bytes are read and checked for one inventory page: the page must
+/// be answered well within a request timeout even on a slow disk (64 MiB at ~20 MB/s is 3 s).
+const INVENTORY_PAGE_BYTES: u64 = 64 << 20;
+
 /// Answers requests for one node: its identity, and the store holding its shares.
 pub struct Handler {
     node_id: String,
     index: ShareIndex,
     store: Arc<dyn ShareStore>,
     started: Instant,
+    repairs: Repairs,
+    refreshes: Refreshes,
 }
 
 impl Handler {
@@ -45,9 +55,18 @@ impl Handler {
         Self {
             node_id: node_id.into(),
             index,
+            repairs: Repairs::new(index, store.clone(), None),
+            refreshes: Refreshes::new(index, store.clone(), None),
             store,
             started: Instant::now(),
         }
+    }
+
+    /// Lets the handler take part in repairs and refreshes, talking to `peers`.
+    pub(crate) fn with_peers(mut self, peers: Arc<Peers>) -> Self {
+        self.repairs = Repairs::new(self.index, self.store.clone(), Some(peers.clone()));
+        self.refreshes = Refreshes::new(self.index, self.store.clone(), Some(peers));
+        self
     }
 
     /// Authorises `request` for `peer` and answers it. Never fails: refusals and failures are
@@ -71,10 +90,10 @@ impl Handler {
         }
         // The audit hook belongs here: every allowed request is appended before dispatch, and
         // refusals above get their own entry.
-        self.dispatch(request).await
+        self.dispatch(peer, request).await
     }
 
-    async fn dispatch(&self, request: Request) -> Response {
+    async fn dispatch(&self, peer: &PeerIdentity, request: Request) -> Response {
         match request {
             Request::Health => Response::Health(NodeHealth {
                 node_id: self.node_id.clone(),
@@ -132,6 +151,47 @@ impl Handler {
                 }),
                 Err(e) => failure(&e),
             },
+            Request::Inventory {
+                start_after, limit, ..
+            } => {
+                if limit == 0 {
+                    return bad_request("an inventory limit must be at least 1");
+                }
+                let limit = limit.min(INVENTORY_LIMIT_MAX) as usize;
+                match self
+                    .store
+                    .inventory(start_after.as_ref(), limit, INVENTORY_PAGE_BYTES)
+                    .await
+                {
+                    Ok(page) => Response::Inventory {
+                        next: match page.exhausted {
+                            true => None,
+                            false => page.entries.last().map(|e| e.key.clone()),
+                        },
+                        entries: page.entries,
+                    },
+                    Err(e) => failure(&e),
+                }
+            }
+            Request::Repair { request_id, plan } => self.repairs.help(request_id, plan).await,
+            Request::Contribute { contribution, .. } => {
+                self.repairs.receive(peer, contribution).await
+            }
+            Request::RefreshStage { request_id, plan } => {
+                self.refreshes.stage(request_id, plan).await
+            }
+            Request::RefreshDeal {
+                plan, from, delta, ..
+            } => self.refreshes.deal(peer, plan, from, delta),
+            Request::RefreshCommit {
+                refresh_id,
+                key,
+                epoch,
+                ..
+            } => self.refreshes.commit(refresh_id, &key, epoch).await,
+            Request::RefreshAbort {
+                refresh_id, key, ..
+            } => self.refreshes.abort(refresh_id, &key).await,
         }
     }
 
@@ -214,6 +274,12 @@ pub fn action(request: &Request) -> Action {
         Request::Delete { .. } => Action::Delete,
         Request::List { .. } => Action::List,
         Request::Status => Action::Status,
+        Request::Inventory { .. } => Action::Inventory,
+        Request::Repair { .. }
+        | Request::RefreshStage { .. }
+        | Request::RefreshCommit { .. }
+        | Request::RefreshAbort { .. } => Action::Maintain,
+        Request::Contribute { .. } | Request::RefreshDeal { .. } => Action::Contribute,
     }
 }
 
@@ -229,6 +295,12 @@ pub fn outcome(response: &Response) -> &'static str {
         Response::NotFound => "not-found",
         Response::Listing { .. } => "listed",
         Response::Status(_) => "status",
+        Response::Inventory { .. } => "inventory",
+        Response::Repaired(RepairOutcome::Stored(_)) => "repaired",
+        Response::Repaired(RepairOutcome::Unconfirmed) => "repair-unconfirmed",
+        Response::Staged { .. } => "staged",
+        Response::DealAccepted => "deal-accepted",
+        Response::Aborted => "aborted",
         Response::Error(error) => match error.code {
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::Forbidden => "forbidden",
@@ -248,7 +320,13 @@ fn key(request: &Request) -> Option<&RecordKey> {
         Request::Put { envelope, .. } => Some(&envelope.header.key),
         Request::Delete { tombstone, .. } => Some(&tombstone.header.key),
         Request::Get { key, .. } => Some(key),
-        Request::Health | Request::List { .. } | Request::Status => None,
+        Request::Repair { plan, .. } => Some(&plan.key),
+        Request::Contribute { contribution, .. } => Some(&contribution.plan.key),
+        Request::RefreshStage { plan, .. } | Request::RefreshDeal { plan, .. } => Some(&plan.key),
+        Request::RefreshCommit { key, .. } | Request::RefreshAbort { key, .. } => Some(key),
+        Request::Health | Request::List { .. } | Request::Status | Request::Inventory { .. } => {
+            None
+        }
     }
 }
 
@@ -265,7 +343,7 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// Maps a store failure to an answer; storage internals go to the log, not to the peer.
-fn failure(error: &Error) -> Response {
+pub(crate) fn failure(error: &Error) -> Response {
     match error {
         Error::Conflict { .. } => refuse(ErrorCode::Conflict, error.to_string()),
         Error::Corrupt { .. } => refuse(ErrorCode::Corrupt, error.to_string()),

@@ -19,6 +19,10 @@
 //! - [`handler`]: request → response, without sockets; where authorisation (and next, the
 //!   audit log) sits.
 //! - `server`: the quinn shell: accept, identify, frame, time out, shut down gracefully.
+//! - `repair`, `refresh`, `peers`: node-to-node work. A helper sends the target a masked
+//!   contribution; the target sums k of them into its share (no node ever holds more than its
+//!   own share); a refresh deals a sharing of zero between the nodes and switches epochs on
+//!   commit. Peers come from the manifest (`node.toml` key `cluster`).
 //!
 //! Not here: splitting and combining (that is the client's job; a node only ever holds one
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
@@ -28,6 +32,9 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handler;
+mod peers;
+mod refresh;
+mod repair;
 mod server;
 pub mod store;
 
@@ -110,8 +117,12 @@ impl Node {
             addr: config.listen,
             source,
         })?;
+        let mut handler = handler::Handler::new(config.id.clone(), config.index, store.clone());
+        if let Some(manifest) = &config.cluster {
+            handler = handler.with_peers(Arc::new(peers::Peers::load(&config, manifest)?));
+        }
         let shared = Arc::new(server::Shared {
-            handler: handler::Handler::new(config.id.clone(), config.index, store.clone()),
+            handler,
             inflight_bytes: Semaphore::new(
                 usize::try_from(config.limits.max_inflight_request_bytes)
                     .unwrap_or(usize::MAX)

@@ -17,7 +17,8 @@
 use std::cmp::Ordering;
 
 use bunsan_protocol::envelope::ShareEnvelope;
-use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::message::{HeldShare, InventoryEntry, ListEntry, PutOutcome};
+use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::{RecordKey, Version, WriterId};
 
 use crate::error::{Error, Result};
@@ -143,6 +144,9 @@ pub(crate) fn list_entry(key: &[u8], value: &[u8]) -> Result<ListEntry> {
     })
 }
 
+/// A put decision rule: [`decide`] or [`decide_over_damage`].
+pub(crate) type DecideFn = fn(&RecordKey, Option<&[u8]>, &Head, u32, &[u8]) -> Result<Decision>;
+
 /// What a put does, given what is stored now.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -152,13 +156,17 @@ pub(crate) enum Decision {
     Keep(PutOutcome),
 }
 
-/// Decides a put of `new_value` (head `new`) over `current` under `key`. A damaged current
-/// value refuses the put: without its version the store cannot know whether the put is newer,
-/// and guessing could resurrect a deleted record.
+/// Decides a put of `new_value` (head `new`, sharing epoch `new_epoch`) over `current` under
+/// `key`. A damaged current value refuses the put: without its version the store cannot know
+/// whether the put is newer, and guessing could resurrect a deleted record.
+///
+/// Two envelopes of one version are ordered by their epoch (a refresh re-deals the same
+/// version); the epoch is not in the fixed head, so that rare case decodes the stored value.
 pub(crate) fn decide(
     key: &RecordKey,
     current: Option<&[u8]>,
     new: &Head,
+    new_epoch: u32,
     new_value: &[u8],
 ) -> Result<Decision> {
     let Some(current) = current else {
@@ -171,17 +179,96 @@ pub(crate) fn decide(
         },
         Ordering::Equal if current == new_value => Decision::Keep(PutOutcome::AlreadyStored),
         Ordering::Equal => {
-            // Report damage as damage, not as a competing writer.
-            decode(key.as_bytes(), current)?;
-            return Err(Error::Conflict {
-                key: key.clone(),
-                version: new.version,
-            });
+            // Also reports damage as damage, not as a competing writer.
+            let stored_epoch = decode(key.as_bytes(), current)?.header.epoch;
+            match stored_epoch.cmp(&new_epoch) {
+                Ordering::Less => Decision::Write {
+                    replaced: Some(stored),
+                },
+                Ordering::Greater => Decision::Keep(PutOutcome::Superseded {
+                    current: stored.version,
+                }),
+                Ordering::Equal => {
+                    return Err(Error::Conflict {
+                        key: key.clone(),
+                        version: new.version,
+                    })
+                }
+            }
         }
         Ordering::Greater => Decision::Keep(PutOutcome::Superseded {
             current: stored.version,
         }),
     })
+}
+
+/// Like [`decide`], but a stored value that fails its checks is replaced instead of refusing
+/// the put: what repair does once the cluster's inventories showed which version belongs here.
+pub(crate) fn decide_over_damage(
+    key: &RecordKey,
+    current: Option<&[u8]>,
+    new: &Head,
+    new_epoch: u32,
+    new_value: &[u8],
+) -> Result<Decision> {
+    match current.map(|value| decode(key.as_bytes(), value)) {
+        Some(Err(Error::Corrupt { .. })) => Ok(Decision::Write {
+            // Counted at open only if its head was readable.
+            replaced: current.and_then(|value| head(key.as_bytes(), value).ok()),
+        }),
+        _ => decide(key, current, new, new_epoch, new_value),
+    }
+}
+
+/// An inventory row from a stored key and value, reading and checking the whole value. `None`
+/// for a stored key that is not a valid record key (it cannot be named, so it cannot be
+/// repaired; the warning is the operator's cue).
+pub(crate) fn inventory_entry(key: &[u8], value: &[u8]) -> Option<InventoryEntry> {
+    let record_key = match RecordKey::from_bytes(key) {
+        Ok(record_key) => record_key,
+        Err(e) => {
+            tracing::warn!(error = %e, "stored value under an invalid key left out of the inventory");
+            return None;
+        }
+    };
+    let state = match decode(key, value).and_then(|envelope| {
+        let header = envelope.header;
+        Ok(HeldShare::Held {
+            version: header.version,
+            epoch: header.epoch,
+            tombstone: header.tombstone,
+            record_len: header.record_len,
+            header_digest: header.digest()?,
+        })
+    }) {
+        Ok(state) => state,
+        Err(e) => HeldShare::Corrupt {
+            reason: e.to_string(),
+        },
+    };
+    Some(InventoryEntry {
+        key: record_key,
+        state,
+    })
+}
+
+/// The stored form of a staged (refreshed, not yet committed) envelope: the refresh id, then
+/// the value as [`encode`] writes it, so staged shares get the same checksum.
+pub(crate) fn encode_staged(refresh_id: SessionId, envelope: &ShareEnvelope) -> Result<Vec<u8>> {
+    let mut out = refresh_id.0.to_vec();
+    out.extend_from_slice(&encode(envelope)?);
+    Ok(out)
+}
+
+/// Reads a staged value written by [`encode_staged`].
+pub(crate) fn decode_staged(key: &[u8], value: &[u8]) -> Result<(SessionId, ShareEnvelope)> {
+    if value.len() < 16 {
+        return Err(corrupt(key, "staged value shorter than its refresh id"));
+    }
+    let (id, rest) = value.split_at(16);
+    let mut refresh_id = [0u8; 16];
+    refresh_id.copy_from_slice(id);
+    Ok((SessionId(refresh_id), decode(key, rest)?))
 }
 
 #[cfg(test)]
@@ -248,22 +335,66 @@ mod tests {
         let v6_value = encode(&v6).expect("encode");
         let h6 = Head::of(&v6);
         assert!(matches!(
-            decide(&key, Some(&v5), &h6, &v6_value),
+            decide(&key, Some(&v5), &h6, 0, &v6_value),
             Ok(Decision::Write { replaced: Some(_) })
         ));
         assert_eq!(
-            decide(&key, Some(&v6_value), &h6, &v6_value).expect("same"),
+            decide(&key, Some(&v6_value), &h6, 0, &v6_value).expect("same"),
             Decision::Keep(PutOutcome::AlreadyStored)
         );
         let other6 = encode(&envelope(6, vec![3])).expect("encode");
         assert!(matches!(
-            decide(&key, Some(&other6), &h6, &v6_value),
+            decide(&key, Some(&other6), &h6, 0, &v6_value),
             Err(Error::Conflict { .. })
         ));
         let h5 = head(b"a/b", &v5).expect("head");
         assert!(matches!(
-            decide(&key, Some(&v6_value), &h5, &v5),
+            decide(&key, Some(&v6_value), &h5, 0, &v5),
             Ok(Decision::Keep(PutOutcome::Superseded { .. }))
         ));
+    }
+
+    #[test]
+    fn a_refresh_of_the_same_version_orders_by_epoch() {
+        let key = RecordKey::new("a/b").expect("key");
+        let epoch0 = envelope(6, vec![2]);
+        let mut epoch1 = envelope(6, vec![7]);
+        epoch1.header.epoch = 1;
+        let (v0, v1) = (encode(&epoch0).expect("e0"), encode(&epoch1).expect("e1"));
+        let head = Head::of(&epoch0);
+        assert!(matches!(
+            decide(&key, Some(&v0), &head, 1, &v1),
+            Ok(Decision::Write { .. })
+        ));
+        assert!(matches!(
+            decide(&key, Some(&v1), &head, 0, &v0),
+            Ok(Decision::Keep(PutOutcome::Superseded { .. }))
+        ));
+        // Damage refuses a put, except a repair's.
+        let mut damaged = v0.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(decide(&key, Some(&damaged), &head, 1, &v1).is_err());
+        assert!(matches!(
+            decide_over_damage(&key, Some(&damaged), &head, 1, &v1),
+            Ok(Decision::Write { replaced: Some(_) })
+        ));
+        assert!(matches!(
+            decide_over_damage(&key, Some(b"x"), &head, 1, &v1),
+            Ok(Decision::Write { replaced: None })
+        ));
+        // The inventory reports damage per entry.
+        let entry = inventory_entry(b"a/b", &damaged).expect("named");
+        assert!(matches!(entry.state, HeldShare::Corrupt { .. }));
+        let entry = inventory_entry(b"a/b", &v1).expect("named");
+        assert!(matches!(entry.state, HeldShare::Held { epoch: 1, .. }));
+        assert!(inventory_entry(b"bad\nkey", &v1).is_none());
+        let id = SessionId([9; 16]);
+        let staged = encode_staged(id, &epoch1).expect("staged");
+        assert_eq!(
+            decode_staged(b"a/b", &staged).expect("decode"),
+            (id, epoch1)
+        );
+        assert!(decode_staged(b"a/b", &staged[..10]).is_err());
     }
 }

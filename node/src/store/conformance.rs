@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
-use bunsan_protocol::message::PutOutcome;
+use bunsan_protocol::message::{HeldShare, PutOutcome};
+use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::{RecordKey, Scheme, ShareIndex, Version, WriterId};
 
 use super::{codec, ShareStore, StoreStats};
@@ -36,7 +37,9 @@ macro_rules! share_store_conformance_tests {
             keeps_the_highest_version, retries_are_idempotent, same_version_other_bytes_conflicts,
             tombstone_beats_older_puts, tombstone_purges_payload, list_order_prefix_and_paging,
             stats_follow_every_put, concurrent_puts_converge_to_the_highest,
-            reopen_keeps_everything_acknowledged, corrupt_values_give_typed_errors);
+            reopen_keeps_everything_acknowledged, corrupt_values_give_typed_errors,
+            epochs_order_within_a_version, repair_puts_replace_damage,
+            inventory_reports_damage_per_entry, staged_shares_survive_and_belong_to_one_refresh);
     };
     (@each $make:expr; $($check:ident),*) => {
         $(
@@ -60,6 +63,10 @@ pub async fn run_all<H: Harness>(make: impl Fn() -> H) {
     concurrent_puts_converge_to_the_highest(&make()).await;
     reopen_keeps_everything_acknowledged(&make()).await;
     corrupt_values_give_typed_errors(&make()).await;
+    epochs_order_within_a_version(&make()).await;
+    repair_puts_replace_damage(&make()).await;
+    inventory_reports_damage_per_entry(&make()).await;
+    staged_shares_survive_and_belong_to_one_refresh(&make()).await;
 }
 
 fn key(name: &str) -> RecordKey {
@@ -330,4 +337,139 @@ pub async fn corrupt_values_give_typed_errors(h: &impl Harness) {
         store.put(&share("k", 9, b"new")).await,
         Err(Error::Corrupt { .. })
     ));
+}
+
+fn refreshed(name: &str, clock: u64, epoch: u32, payload: &[u8]) -> ShareEnvelope {
+    let mut envelope = share(name, clock, payload);
+    envelope.header.epoch = epoch;
+    envelope
+}
+
+/// A refresh re-deals one version: a higher epoch replaces a lower one, never the reverse, and
+/// a newer version beats every epoch of an older one.
+pub async fn epochs_order_within_a_version(h: &impl Harness) {
+    let store = h.open().await;
+    put(&*store, &share("k", 5, b"epoch0")).await;
+    assert_eq!(
+        put(&*store, &refreshed("k", 5, 1, b"epoch1")).await,
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        put(&*store, &share("k", 5, b"epoch0")).await,
+        PutOutcome::Superseded {
+            current: version(5)
+        }
+    );
+    assert_eq!(
+        get(&*store, "k").await,
+        Some(refreshed("k", 5, 1, b"epoch1"))
+    );
+    assert_eq!(
+        put(&*store, &share("k", 6, b"new")).await,
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            records: 1,
+            tombstones: 0,
+            bytes: 3
+        }
+    );
+}
+
+/// A repair's put replaces a damaged value (which a normal put refuses), and otherwise follows
+/// the normal put-if-newer rules.
+pub async fn repair_puts_replace_damage(h: &impl Harness) {
+    let store = h.open().await;
+    let good = share("k", 3, &[5; 32]);
+    put(&*store, &good).await;
+    let mut flipped = codec::encode(&good).expect("encode");
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    h.corrupt(&key("k"), &flipped).await;
+    assert!(store.put(&good).await.is_err());
+    assert_eq!(
+        store.put_over_damage(&good).await.expect("repair"),
+        PutOutcome::Stored
+    );
+    assert_eq!(get(&*store, "k").await, Some(good.clone()));
+    assert_eq!(
+        store
+            .put_over_damage(&share("k", 2, b"old"))
+            .await
+            .expect("older"),
+        PutOutcome::Superseded {
+            current: version(3)
+        }
+    );
+    h.corrupt(&key("k"), b"no head at all").await;
+    assert_eq!(
+        store.put_over_damage(&good).await.expect("repair"),
+        PutOutcome::Stored
+    );
+    assert_eq!(store.stats().await.expect("stats").records, 1);
+}
+
+/// The inventory reads every value, reports damage entry by entry, pages and stops at its
+/// byte budget.
+pub async fn inventory_reports_damage_per_entry(h: &impl Harness) {
+    let store = h.open().await;
+    for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        put(&*store, &share(name, i as u64 + 1, &[i as u8; 10])).await;
+    }
+    put(&*store, &tombstone("c", 9)).await;
+    h.corrupt(&key("b"), b"damaged").await;
+    let page = store
+        .inventory(None, 100, u64::MAX)
+        .await
+        .expect("inventory");
+    assert!(page.exhausted);
+    let states: Vec<(&str, bool)> = page
+        .entries
+        .iter()
+        .map(|e| (e.key.as_str(), matches!(e.state, HeldShare::Corrupt { .. })))
+        .collect();
+    assert_eq!(
+        states,
+        [("a", false), ("b", true), ("c", false), ("d", false)]
+    );
+    match &page.entries[2].state {
+        HeldShare::Held {
+            version: v,
+            tombstone,
+            ..
+        } => assert_eq!((*v, *tombstone), (version(9), true)),
+        other => panic!("expected a tombstone, got {other:?}"),
+    }
+    let first = store.inventory(None, 2, u64::MAX).await.expect("page");
+    assert_eq!((first.entries.len(), first.exhausted), (2, false));
+    let rest = store
+        .inventory(Some(&key("b")), 10, u64::MAX)
+        .await
+        .expect("page");
+    assert_eq!((rest.entries.len(), rest.exhausted), (2, true));
+    let budget = store.inventory(None, 10, 1).await.expect("page");
+    assert_eq!((budget.entries.len(), budget.exhausted), (1, false));
+}
+
+/// A staged share sits beside the current one, survives a restart, and only its own refresh
+/// can remove it.
+pub async fn staged_shares_survive_and_belong_to_one_refresh(h: &impl Harness) {
+    let store = h.open().await;
+    let (one, two) = (SessionId([1; 16]), SessionId([2; 16]));
+    put(&*store, &share("k", 5, b"current")).await;
+    assert_eq!(store.staged(&key("k")).await.expect("staged"), None);
+    let next = refreshed("k", 5, 1, b"refresh");
+    store.stage(one, &next).await.expect("stage");
+    let store = h.reopen(store).await;
+    assert_eq!(
+        store.staged(&key("k")).await.expect("staged"),
+        Some((one, next.clone()))
+    );
+    assert_eq!(get(&*store, "k").await, Some(share("k", 5, b"current")));
+    assert!(!store.unstage(&key("k"), two).await.expect("other refresh"));
+    assert!(store.unstage(&key("k"), one).await.expect("own refresh"));
+    assert_eq!(store.staged(&key("k")).await.expect("staged"), None);
+    assert!(!store.unstage(&key("k"), one).await.expect("idempotent"));
 }

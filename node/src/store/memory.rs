@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::RecordKey;
 
 use super::codec::{self, Decision, Head};
-use super::{Counters, ShareStore, StoreStats};
+use super::{Counters, InventoryPage, ShareStore, StoreStats};
 use crate::error::Result;
 
 type Map = BTreeMap<Vec<u8>, Arc<Vec<u8>>>;
@@ -24,6 +25,8 @@ type Map = BTreeMap<Vec<u8>, Arc<Vec<u8>>>;
 pub struct MemoryStore {
     // Values are behind `Arc` so a get copies a pointer, not a 64 MiB share, under the lock.
     map: Arc<Mutex<Map>>,
+    /// Staged refresh envelopes, in the form of `codec::encode_staged`.
+    staged: Arc<Mutex<Map>>,
     counters: Arc<Counters>,
 }
 
@@ -53,6 +56,7 @@ impl MemoryStore {
         }
         Self {
             map: self.map.clone(),
+            staged: self.staged.clone(),
             counters: Arc::new(counters),
         }
     }
@@ -68,17 +72,18 @@ impl MemoryStore {
         // one insert), so a poisoned lock is still safe to use.
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-#[async_trait]
-impl ShareStore for MemoryStore {
-    async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome> {
+    fn lock_staged(&self) -> MutexGuard<'_, Map> {
+        self.staged.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn put_with(&self, envelope: &ShareEnvelope, decide: codec::DecideFn) -> Result<PutOutcome> {
         let value = codec::encode(envelope)?;
         let head = Head::of(envelope);
         let key = &envelope.header.key;
         let mut map = self.lock();
         let current = map.get(key.as_bytes()).map(|v| v.as_slice());
-        match codec::decide(key, current, &head, &value)? {
+        match decide(key, current, &head, envelope.header.epoch, &value)? {
             Decision::Keep(outcome) => Ok(outcome),
             Decision::Write { replaced } => {
                 map.insert(key.as_bytes().to_vec(), Arc::new(value));
@@ -86,6 +91,17 @@ impl ShareStore for MemoryStore {
                 Ok(PutOutcome::Stored)
             }
         }
+    }
+}
+
+#[async_trait]
+impl ShareStore for MemoryStore {
+    async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome> {
+        self.put_with(envelope, codec::decide)
+    }
+
+    async fn put_over_damage(&self, envelope: &ShareEnvelope) -> Result<PutOutcome> {
+        self.put_with(envelope, codec::decide_over_damage)
     }
 
     async fn get(&self, key: &RecordKey) -> Result<Option<ShareEnvelope>> {
@@ -121,6 +137,58 @@ impl ShareStore for MemoryStore {
 
     async fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn inventory(
+        &self,
+        start_after: Option<&RecordKey>,
+        limit: usize,
+        bytes_max: u64,
+    ) -> Result<InventoryPage> {
+        let map = self.lock();
+        let lower = match start_after {
+            Some(after) => Bound::Excluded(after.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut page = InventoryPage::default();
+        let mut bytes = 0u64;
+        let mut rows = map.range((lower, Bound::Unbounded));
+        loop {
+            if page.entries.len() >= limit || bytes >= bytes_max {
+                return Ok(page);
+            }
+            let Some((key, value)) = rows.next() else {
+                page.exhausted = true;
+                return Ok(page);
+            };
+            bytes += value.len() as u64;
+            page.entries.extend(codec::inventory_entry(key, value));
+        }
+    }
+
+    async fn stage(&self, refresh_id: SessionId, envelope: &ShareEnvelope) -> Result<()> {
+        let value = codec::encode_staged(refresh_id, envelope)?;
+        self.lock_staged()
+            .insert(envelope.header.key.as_bytes().to_vec(), Arc::new(value));
+        Ok(())
+    }
+
+    async fn staged(&self, key: &RecordKey) -> Result<Option<(SessionId, ShareEnvelope)>> {
+        let value = self.lock_staged().get(key.as_bytes()).cloned();
+        value
+            .map(|value| codec::decode_staged(key.as_bytes(), &value))
+            .transpose()
+    }
+
+    async fn unstage(&self, key: &RecordKey, refresh_id: SessionId) -> Result<bool> {
+        let mut staged = self.lock_staged();
+        let ours = staged
+            .get(key.as_bytes())
+            .is_some_and(|value| value.get(..16) == Some(&refresh_id.0[..]));
+        if ours {
+            staged.remove(key.as_bytes());
+        }
+        Ok(ours)
     }
 }
 

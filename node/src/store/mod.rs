@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
-use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::message::{InventoryEntry, ListEntry, PutOutcome};
+use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::{RecordKey, ShareIndex};
 
 use crate::config::StoreBackend;
@@ -69,6 +70,42 @@ pub trait ShareStore: Send + Sync + 'static {
 
     /// Makes everything written so far durable. Puts already are; this is for shutdown.
     async fn flush(&self) -> Result<()>;
+
+    /// Like [`ShareStore::put`], except that a stored value failing its checks is replaced
+    /// rather than refusing the put: for repair, which decided from every node's inventory
+    /// which version belongs here. Durable before it returns.
+    async fn put_over_damage(&self, envelope: &ShareEnvelope) -> Result<PutOutcome>;
+
+    /// Reads and checks up to `limit` stored values after `start_after` in key order, stopping
+    /// early once `bytes_max` bytes were read. Damaged values are reported as
+    /// [`HeldShare::Corrupt`](bunsan_protocol::message::HeldShare::Corrupt) entries, not as an
+    /// error of the whole page.
+    async fn inventory(
+        &self,
+        start_after: Option<&RecordKey>,
+        limit: usize,
+        bytes_max: u64,
+    ) -> Result<InventoryPage>;
+
+    /// Keeps `envelope` (a refreshed share of the next epoch) beside the current one, under
+    /// `refresh_id`, durably; replaces an earlier staged envelope of the same key.
+    async fn stage(&self, refresh_id: SessionId, envelope: &ShareEnvelope) -> Result<()>;
+
+    /// The staged envelope of `key` and its refresh id, if any.
+    async fn staged(&self, key: &RecordKey) -> Result<Option<(SessionId, ShareEnvelope)>>;
+
+    /// Removes the staged envelope of `key` if it belongs to `refresh_id`; returns whether one
+    /// was removed. Durable before it returns.
+    async fn unstage(&self, key: &RecordKey, refresh_id: SessionId) -> Result<bool>;
+}
+
+/// One page of [`ShareStore::inventory`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InventoryPage {
+    /// Checked entries in key order.
+    pub entries: Vec<InventoryEntry>,
+    /// True when the store holds nothing after these entries.
+    pub exhausted: bool,
 }
 
 /// What a store holds.

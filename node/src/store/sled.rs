@@ -1,8 +1,9 @@
 //! The durable [`ShareStore`]: sled 0.34 on local disk.
 //!
-//! Layout: tree `shares` maps record key bytes to a stored value (see `codec`); tree `meta`
-//! records the store format and the node's share index, written once when the store is
-//! created and checked on every open, so node-2 pointed at node-1's disk refuses to start.
+//! Layout: tree `shares` maps record key bytes to a stored value (see `codec`); tree `staged`
+//! holds refreshed shares of the next epoch until their refresh commits; tree `meta` records
+//! the store format and the node's share index, written once when the store is created and
+//! checked on every open, so node-2 pointed at node-1's disk refuses to start.
 //!
 //! A put is a `compare_and_swap` loop (atomic put-if-newer without locks), then a wait for
 //! durability through group commit: concurrent puts share one `flush_async` (one fsync)
@@ -19,12 +20,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::{RecordKey, ShareIndex};
 use sled::{CompareAndSwapError, IVec, Tree};
 
 use super::codec::{self, Decision, Head, STORE_VALUE_FORMAT};
 use super::group_commit::GroupCommit;
-use super::{Counters, ShareStore, StoreStats};
+use super::{Counters, InventoryPage, ShareStore, StoreStats};
 use crate::error::{Error, Result};
 
 const META_FORMAT: &[u8] = b"format";
@@ -34,6 +36,7 @@ const META_INDEX: &[u8] = b"index";
 pub struct SledStore {
     db: sled::Db,
     shares: Tree,
+    staged: Tree,
     counters: Arc<Counters>,
     commit: GroupCommit,
 }
@@ -62,6 +65,7 @@ impl SledStore {
         let db = sled::Config::new().path(path).open()?;
         let meta = db.open_tree("meta")?;
         let shares = db.open_tree("shares")?;
+        let staged = db.open_tree("staged")?;
         check_meta(path, &meta, &shares, index)?;
         let counters = Counters::default();
         for item in shares.iter() {
@@ -77,6 +81,7 @@ impl SledStore {
             commit: GroupCommit::new(db.clone()),
             db,
             shares,
+            staged,
             counters: Arc::new(counters),
         })
     }
@@ -92,6 +97,49 @@ impl SledStore {
     pub fn insert_raw(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.shares.insert(key, value)?;
         Ok(())
+    }
+}
+
+impl SledStore {
+    /// An atomic put-if-newer with the given decision rule: a `compare_and_swap` loop, then a
+    /// wait for durability.
+    async fn put_with(
+        &self,
+        envelope: &ShareEnvelope,
+        decide: codec::DecideFn,
+    ) -> Result<PutOutcome> {
+        let value = IVec::from(codec::encode(envelope)?);
+        let head = Head::of(envelope);
+        let epoch = envelope.header.epoch;
+        let key = envelope.header.key.clone();
+        let (shares, counters) = (self.shares.clone(), self.counters.clone());
+        let outcome = blocking(move || {
+            let mut current = shares.get(key.as_bytes())?;
+            loop {
+                match decide(&key, current.as_deref(), &head, epoch, &value)? {
+                    Decision::Keep(outcome) => return Ok(outcome),
+                    Decision::Write { replaced } => {
+                        match shares.compare_and_swap(
+                            key.as_bytes(),
+                            current,
+                            Some(value.clone()),
+                        )? {
+                            Ok(()) => {
+                                counters.replace(replaced.as_ref(), &head);
+                                return Ok(PutOutcome::Stored);
+                            }
+                            // Another put won the race: decide again against what it wrote.
+                            Err(CompareAndSwapError { current: now, .. }) => current = now,
+                        }
+                    }
+                }
+            }
+        })
+        .await?;
+        // Every outcome waits, not only writes: AlreadyStored and Superseded report a value
+        // another put may have written but not yet flushed.
+        self.commit.durable().await?;
+        Ok(outcome)
     }
 }
 
@@ -160,37 +208,7 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl ShareStore for SledStore {
     async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome> {
-        let value = IVec::from(codec::encode(envelope)?);
-        let head = Head::of(envelope);
-        let key = envelope.header.key.clone();
-        let (shares, counters) = (self.shares.clone(), self.counters.clone());
-        let outcome = blocking(move || {
-            let mut current = shares.get(key.as_bytes())?;
-            loop {
-                match codec::decide(&key, current.as_deref(), &head, &value)? {
-                    Decision::Keep(outcome) => return Ok(outcome),
-                    Decision::Write { replaced } => {
-                        match shares.compare_and_swap(
-                            key.as_bytes(),
-                            current,
-                            Some(value.clone()),
-                        )? {
-                            Ok(()) => {
-                                counters.replace(replaced.as_ref(), &head);
-                                return Ok(PutOutcome::Stored);
-                            }
-                            // Another put won the race: decide again against what it wrote.
-                            Err(CompareAndSwapError { current: now, .. }) => current = now,
-                        }
-                    }
-                }
-            }
-        })
-        .await?;
-        // Every outcome waits, not only writes: AlreadyStored and Superseded report a value
-        // another put may have written but not yet flushed.
-        self.commit.durable().await?;
-        Ok(outcome)
+        self.put_with(envelope, codec::decide).await
     }
 
     async fn get(&self, key: &RecordKey) -> Result<Option<ShareEnvelope>> {
@@ -242,6 +260,74 @@ impl ShareStore for SledStore {
     async fn flush(&self) -> Result<()> {
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    async fn put_over_damage(&self, envelope: &ShareEnvelope) -> Result<PutOutcome> {
+        self.put_with(envelope, codec::decide_over_damage).await
+    }
+
+    async fn inventory(
+        &self,
+        start_after: Option<&RecordKey>,
+        limit: usize,
+        bytes_max: u64,
+    ) -> Result<InventoryPage> {
+        let shares = self.shares.clone();
+        let lower = match start_after {
+            Some(after) => Bound::Excluded(after.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        blocking(move || {
+            let mut page = InventoryPage::default();
+            let mut bytes = 0u64;
+            let mut rows = shares.range::<Vec<u8>, _>((lower, Bound::Unbounded));
+            loop {
+                if page.entries.len() >= limit || bytes >= bytes_max {
+                    return Ok(page);
+                }
+                let Some(row) = rows.next() else {
+                    page.exhausted = true;
+                    return Ok(page);
+                };
+                let (key, value) = row?;
+                bytes += value.len() as u64;
+                page.entries.extend(codec::inventory_entry(&key, &value));
+            }
+        })
+        .await
+    }
+
+    async fn stage(&self, refresh_id: SessionId, envelope: &ShareEnvelope) -> Result<()> {
+        let value = codec::encode_staged(refresh_id, envelope)?;
+        self.staged.insert(envelope.header.key.as_bytes(), value)?;
+        self.commit.durable().await
+    }
+
+    async fn staged(&self, key: &RecordKey) -> Result<Option<(SessionId, ShareEnvelope)>> {
+        let (staged, key) = (self.staged.clone(), key.clone());
+        blocking(move || {
+            staged
+                .get(key.as_bytes())?
+                .map(|value| codec::decode_staged(key.as_bytes(), &value))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn unstage(&self, key: &RecordKey, refresh_id: SessionId) -> Result<bool> {
+        let Some(current) = self.staged.get(key.as_bytes())? else {
+            return Ok(false);
+        };
+        if current.get(..16) != Some(&refresh_id.0[..]) {
+            return Ok(false);
+        }
+        // Only this refresh's value: a newer stage of the same key is left alone.
+        let removed = self
+            .staged
+            .compare_and_swap(key.as_bytes(), Some(current), None::<IVec>)?
+            .is_ok();
+        self.commit.durable().await?;
+        Ok(removed)
     }
 }
 

@@ -1,0 +1,467 @@
+//! Repair on a node: as a helper, compute and send a masked contribution; as the target, sum
+//! the k contributions, check the result, and store it.
+//!
+//! ```text
+//!  admin ──Repair{plan}──▶ helper i ──Contribute{c_i}──▶ target t ── Σ c_i = y_t ── check ── put
+//!        ◀─Repaired(outcome)──────── ◀─Repaired(outcome)── (every helper gets the same answer)
+//! ```
+//!
+//! The target keeps one running XOR per repair (one share length of memory), bounded in number
+//! and bytes, and answers every helper once the last contribution is in, or after
+//! [`CONTRIBUTION_WAIT`] with a timeout. The helpers' masks come from pairwise ECDH agreements
+//! (see `bunsan_protocol::repair`), so the admin never sees share bytes and the target sees
+//! only masked pieces.
+//!
+//! Checking the result: a share is stored only if it matches its commitment c_t, or, where the
+//! target cannot check (no commitments in the envelope format, or a node rebuilt under a new
+//! key that cannot open its sealed nonce), once two different helper sets gave the same
+//! result. Until then the target keeps only a keyed fingerprint of the candidate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope, ENVELOPE_FORMAT};
+use bunsan_protocol::message::{Contribution, ErrorCode, RepairOutcome, Request, Response};
+use bunsan_protocol::repair::{self, Accumulator, RepairPlan, SessionId};
+use bunsan_protocol::{RecordKey, RequestId, ShareIndex, Version};
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::handler::{failure, refuse};
+use crate::peers::Peers;
+use crate::store::ShareStore;
+
+/// How long a target waits, from the first contribution of a repair, for the others. The
+/// helpers compute in parallel, so the spread is one round trip plus one share's arithmetic.
+pub(crate) const CONTRIBUTION_WAIT: Duration = Duration::from_secs(10);
+
+/// Repairs a target collects at once; more are refused with `Busy` (the admin retries).
+const PENDING_MAX: usize = 64;
+
+/// Bytes of running sums held at once: a few of the largest shares.
+const PENDING_BYTES_MAX: u64 = 512 << 20;
+
+/// Unconfirmed candidates kept, and for how long: the admin runs the confirming repair right
+/// after the first, so minutes are plenty.
+const CANDIDATES_MAX: usize = 10_000;
+const CANDIDATE_TTL: Duration = Duration::from_secs(600);
+
+/// One node's repair state: what it helps with, what it collects.
+pub(crate) struct Repairs {
+    index: ShareIndex,
+    store: Arc<dyn ShareStore>,
+    peers: Option<Arc<Peers>>,
+    sessions: Mutex<Sessions>,
+    /// Keys the candidate fingerprints, so a node never keeps a plain hash of a share.
+    fingerprint_key: [u8; 32],
+}
+
+#[derive(Default)]
+struct Sessions {
+    pending: HashMap<SessionId, Pending>,
+    pending_bytes: u64,
+    candidates: HashMap<(RecordKey, Version, u32), Candidate>,
+}
+
+struct Pending {
+    plan: RepairPlan,
+    header: RecordHeader,
+    acc: Accumulator,
+    deadline: Instant,
+    done: watch::Sender<Option<Response>>,
+}
+
+struct Candidate {
+    helpers: Vec<ShareIndex>,
+    fingerprint: [u8; 32],
+    seen: Instant,
+}
+
+/// Whether a regenerated share could be checked against its commitment.
+// `Verified` and `Failed` are what the integrity envelope (per-share commitments) produces;
+// envelope format 1 can only say `Unverifiable`.
+#[allow(dead_code)]
+enum Check {
+    /// It matches c_t.
+    Verified,
+    /// There is nothing this node can check it against.
+    Unverifiable,
+    /// It does not match: at least one helper's share is bad.
+    Failed(String),
+}
+
+impl Repairs {
+    pub(crate) fn new(
+        index: ShareIndex,
+        store: Arc<dyn ShareStore>,
+        peers: Option<Arc<Peers>>,
+    ) -> Self {
+        let mut fingerprint_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fingerprint_key);
+        Self {
+            index,
+            store,
+            peers,
+            sessions: Mutex::new(Sessions::default()),
+            fingerprint_key,
+        }
+    }
+
+    fn peers(&self) -> Result<&Peers, Response> {
+        self.peers.as_deref().ok_or_else(|| {
+            refuse(
+                ErrorCode::Unavailable,
+                "this node has no cluster manifest (node.toml key `cluster`), so it cannot \
+                 take part in repairs",
+            )
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
+        // Every mutation leaves the maps consistent between statements, so a poisoned lock is
+        // still safe to use.
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Helper side of [`Request::Repair`]: compute this node's masked contribution and send it
+    /// to the target, answering with the target's answer.
+    pub(crate) async fn help(&self, request_id: RequestId, plan: RepairPlan) -> Response {
+        let peers = match self.peers() {
+            Ok(peers) => peers,
+            Err(refusal) => return refusal,
+        };
+        if !plan.helpers().contains(&self.index) {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!("share {} is not a helper of this repair", self.index),
+            );
+        }
+        let Some(target_id) = peers.node_id(plan.target()).map(str::to_owned) else {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!("the manifest has no node at index {}", plan.target()),
+            );
+        };
+        let envelope = match self.store.get(&plan.key).await {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => {
+                return refuse(
+                    ErrorCode::Conflict,
+                    format!("this node holds nothing for {}", plan.key),
+                )
+            }
+            Err(e) => return failure(&e),
+        };
+        let header = &envelope.header;
+        if header.tombstone {
+            return refuse(
+                ErrorCode::BadRequest,
+                "tombstones carry no secret: re-send them, do not repair them",
+            );
+        }
+        if header.generation() != (plan.version, plan.epoch) {
+            return refuse(
+                ErrorCode::Conflict,
+                format!(
+                    "this node holds version {} epoch {}, the plan wants version {} epoch {}",
+                    header.version, header.epoch, plan.version, plan.epoch
+                ),
+            );
+        }
+        if header.scheme.threshold().as_usize() != plan.helpers().len()
+            || plan.target().get() > header.scheme.shares()
+        {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "a {}-of-{} record needs exactly {} helpers and a target within 1..={}",
+                    header.scheme.threshold(),
+                    header.scheme.shares(),
+                    header.scheme.threshold(),
+                    header.scheme.shares()
+                ),
+            );
+        }
+        // Integrity seam: with commitments in the envelope, the helper checks its own share
+        // against c_i here and refuses to contribute a damaged one.
+        let mut secrets = Vec::with_capacity(plan.helpers().len() - 1);
+        for &other in plan.helpers().iter().filter(|&&x| x != self.index) {
+            match peers.pair_secret(other).await {
+                Ok(secret) => secrets.push((other, secret)),
+                Err(reason) => {
+                    return refuse(
+                        ErrorCode::Unavailable,
+                        format!("cannot agree a mask with share {other}: {reason}"),
+                    )
+                }
+            }
+        }
+        let ShareEnvelope {
+            header, payload, ..
+        } = envelope;
+        let payload = Zeroizing::new(payload);
+        let data = match repair::contribution(&plan, self.index, &payload, &secrets) {
+            Ok(data) => data,
+            Err(e) => return refuse(ErrorCode::BadRequest, e.to_string()),
+        };
+        drop(payload);
+        // The audit log's "repair-release" entry belongs here, durable before the send.
+        tracing::info!(
+            repair_id = %plan.repair_id,
+            key = %plan.key,
+            target = %target_id,
+            bytes = data.len(),
+            data_blake3 = %blake3::hash(&data).to_hex(),
+            "repair contribution released to the target (masked)"
+        );
+        let target = plan.target();
+        let request = Request::Contribute {
+            request_id,
+            contribution: Contribution {
+                plan,
+                from: self.index,
+                header,
+                data,
+            },
+        };
+        match peers.call(target, &request).await {
+            Ok(Response::Repaired(outcome)) => Response::Repaired(outcome),
+            Ok(Response::Error(error)) => {
+                refuse(error.code, format!("target {target_id}: {}", error.message))
+            }
+            Ok(_) => refuse(
+                ErrorCode::Unavailable,
+                format!("target {target_id} answered a contribution unexpectedly"),
+            ),
+            Err(reason) => refuse(ErrorCode::Unavailable, format!("target {reason}")),
+        }
+    }
+
+    /// Target side of [`Request::Contribute`]: add the piece to the repair's running sum; the
+    /// piece that completes it finishes the repair, and every helper gets the same answer.
+    pub(crate) async fn receive(
+        &self,
+        peer: &bunsan_protocol::role::PeerIdentity,
+        contribution: Contribution,
+    ) -> Response {
+        let peers = match self.peers() {
+            Ok(peers) => peers,
+            Err(refusal) => return refusal,
+        };
+        let Contribution {
+            plan,
+            from,
+            header,
+            data,
+        } = contribution;
+        if plan.target() != self.index {
+            return refuse(
+                ErrorCode::WrongNode,
+                format!(
+                    "this node holds share {}, not {}",
+                    self.index,
+                    plan.target()
+                ),
+            );
+        }
+        if let Err(reason) = peers.check_sender(peer, from) {
+            return refuse(ErrorCode::Forbidden, reason);
+        }
+        let consistent = header.key == plan.key
+            && header.generation() == (plan.version, plan.epoch)
+            && !header.tombstone
+            && header.scheme.threshold().as_usize() == plan.helpers().len()
+            && self.index.get() <= header.scheme.shares()
+            && data.len() as u64 == header.record_len;
+        if !consistent {
+            return refuse(
+                ErrorCode::BadRequest,
+                "the contribution's header does not match its plan or its length",
+            );
+        }
+        tracing::info!(
+            repair_id = %plan.repair_id,
+            key = %plan.key,
+            from = %from,
+            bytes = data.len(),
+            data_blake3 = %blake3::hash(&data).to_hex(),
+            "repair contribution received (masked)"
+        );
+        let waiting = {
+            let mut sessions = self.lock();
+            sessions.sweep(Instant::now());
+            let id = plan.repair_id;
+            if !sessions.pending.contains_key(&id) {
+                if sessions.pending.len() >= PENDING_MAX
+                    || sessions.pending_bytes + data.len() as u64 > PENDING_BYTES_MAX
+                {
+                    return refuse(
+                        ErrorCode::Busy,
+                        "too many repairs in progress at this target",
+                    );
+                }
+                sessions.pending_bytes += data.len() as u64;
+                let pending = Pending {
+                    acc: Accumulator::new(plan.helpers(), data.len()),
+                    plan: plan.clone(),
+                    header: header.clone(),
+                    deadline: Instant::now() + CONTRIBUTION_WAIT,
+                    done: watch::channel(None).0,
+                };
+                sessions.pending.insert(id, pending);
+            }
+            let Some(pending) = sessions.pending.get_mut(&id) else {
+                return refuse(ErrorCode::Unavailable, "repair session vanished");
+            };
+            if pending.plan != plan || pending.header != header {
+                return refuse(
+                    ErrorCode::Conflict,
+                    "this contribution disagrees with earlier ones of the same repair",
+                );
+            }
+            let complete = match pending.acc.add(from, &data) {
+                Err(e) => return refuse(ErrorCode::BadRequest, e.to_string()),
+                Ok(complete) => complete,
+            };
+            if complete {
+                Err(sessions.take(&id))
+            } else {
+                Ok((pending.done.subscribe(), pending.deadline))
+            }
+        };
+        match waiting {
+            Err(Some(pending)) => {
+                let response = self.finish(pending.plan, pending.header, pending.acc).await;
+                pending.done.send_replace(Some(response.clone()));
+                response
+            }
+            Err(None) => refuse(ErrorCode::Unavailable, "repair session vanished"),
+            Ok((mut done, deadline)) => {
+                let wait = done.wait_for(Option::is_some);
+                match tokio::time::timeout_at(deadline.into(), wait).await {
+                    Ok(Ok(answer)) => answer.clone().unwrap_or_else(|| {
+                        refuse(ErrorCode::Unavailable, "repair ended without an answer")
+                    }),
+                    _ => {
+                        let taken = self.lock().take(&plan.repair_id);
+                        let reason = match taken {
+                            Some(pending) => format!(
+                                "only {} of {} contributions arrived within {} s",
+                                pending.acc.received().len(),
+                                plan.helpers().len(),
+                                CONTRIBUTION_WAIT.as_secs()
+                            ),
+                            None => "the repair did not finish in time".to_owned(),
+                        };
+                        refuse(ErrorCode::Unavailable, reason)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns a complete sum into this node's share, checks it, and stores it.
+    async fn finish(&self, plan: RepairPlan, header: RecordHeader, acc: Accumulator) -> Response {
+        let payload = match acc.finish() {
+            Ok(payload) => payload,
+            Err(e) => return refuse(ErrorCode::Unavailable, e.to_string()),
+        };
+        let envelope = ShareEnvelope {
+            format: ENVELOPE_FORMAT,
+            header,
+            index: self.index,
+            payload: payload.to_vec(),
+        };
+        if let Err(e) = envelope.validate() {
+            return refuse(ErrorCode::BadRequest, e.to_string());
+        }
+        match self.check(&envelope) {
+            Check::Verified => {}
+            Check::Failed(reason) => {
+                return refuse(
+                    ErrorCode::Corrupt,
+                    format!("the regenerated share fails its check: {reason}"),
+                )
+            }
+            Check::Unverifiable => {
+                let fingerprint = *blake3::keyed_hash(&self.fingerprint_key, &payload).as_bytes();
+                let slot = (plan.key.clone(), plan.version, plan.epoch);
+                let mut sessions = self.lock();
+                let now = Instant::now();
+                sessions
+                    .candidates
+                    .retain(|_, c| now.duration_since(c.seen) < CANDIDATE_TTL);
+                match sessions.candidates.get(&slot) {
+                    Some(earlier) if earlier.helpers != plan.helpers() => {
+                        let agree = earlier.fingerprint == fingerprint;
+                        sessions.candidates.remove(&slot);
+                        if !agree {
+                            return refuse(
+                                ErrorCode::Corrupt,
+                                "two helper sets regenerated different shares: at least one \
+                                 helper holds a damaged share",
+                            );
+                        }
+                    }
+                    _ => {
+                        if sessions.candidates.len() >= CANDIDATES_MAX {
+                            return refuse(ErrorCode::Busy, "too many unconfirmed repairs");
+                        }
+                        sessions.candidates.insert(
+                            slot,
+                            Candidate {
+                                helpers: plan.helpers().to_vec(),
+                                fingerprint,
+                                seen: now,
+                            },
+                        );
+                        return Response::Repaired(RepairOutcome::Unconfirmed);
+                    }
+                }
+            }
+        }
+        match self.store.put_over_damage(&envelope).await {
+            Ok(outcome) => {
+                // The audit log's "repair-store" entry belongs here.
+                tracing::info!(
+                    repair_id = %plan.repair_id,
+                    key = %plan.key,
+                    ?outcome,
+                    "regenerated share stored"
+                );
+                Response::Repaired(RepairOutcome::Stored(outcome))
+            }
+            Err(e) => failure(&e),
+        }
+    }
+
+    /// Checks a regenerated share against what the envelope commits to.
+    fn check(&self, _envelope: &ShareEnvelope) -> Check {
+        // Envelope format 1 carries no per-share commitments, so there is nothing to check a
+        // share against, and the two-helper-set rule applies. With the integrity envelope the
+        // target opens its sealed nonce with its key and compares c_t here.
+        Check::Unverifiable
+    }
+}
+
+impl Sessions {
+    /// Drops repairs whose wait is over (their waiters answer with a timeout).
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<SessionId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.take(&id);
+        }
+    }
+
+    fn take(&mut self, id: &SessionId) -> Option<Pending> {
+        let pending = self.pending.remove(id)?;
+        self.pending_bytes = self.pending_bytes.saturating_sub(pending.header.record_len);
+        Some(pending)
+    }
+}
