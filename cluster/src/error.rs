@@ -160,6 +160,29 @@ pub enum Error {
         /// The file it was found in.
         path: PathBuf,
     },
+    /// A background task of repair, refresh or a drill panicked or was cancelled.
+    #[error("a maintenance task failed: {reason}")]
+    Task {
+        /// The join error.
+        reason: String,
+    },
+    /// A repair or refresh state file could not be written or read.
+    #[error("state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A drill or refresh step failed in a way that ends the run (not a per-record failure,
+    /// which is reported).
+    #[error("{step}: {reason}")]
+    Step {
+        /// The step ("stop node-2", "rebuild", ...).
+        step: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 fn list_paths(paths: &[PathBuf]) -> String {

@@ -31,12 +31,16 @@
 //! The crate is Unix-only: it sets file modes and signals node processes.
 
 pub mod demo;
+pub mod drill;
 pub mod error;
 pub mod init;
+pub mod inventory;
 pub mod layout;
 pub mod local;
 pub mod ops;
 pub mod pki;
+pub mod refresh;
+pub mod repair;
 
 pub use demo::{demo, DemoOptions, DemoReport};
 pub use error::{Error, Result};

@@ -6,8 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use std::io::IsTerminal;
+
+use bunsan_cluster::drill::{DrillOptions, NodeControl};
 use bunsan_cluster::local::{LocalOptions, STOP_GRACE};
 use bunsan_cluster::ops::{self, DownOutcome};
+use bunsan_cluster::refresh::RefreshOptions;
+use bunsan_cluster::repair::{RepairOptions, RepairSummary};
 use bunsan_cluster::{init::DEFAULT_BASE_PORT, DemoOptions, InitOptions, LocalCluster};
 use bunsan_protocol::role::Role;
 use clap::builder::PossibleValuesParser;
@@ -81,6 +86,65 @@ enum Command {
     Status {
         /// The cluster directory.
         dir: PathBuf,
+    },
+    /// Find missing, stale and damaged shares on every node and regenerate them.
+    ///
+    /// Each share is regenerated at its node from k other nodes' masked contributions: no
+    /// node, and not this tool, ever holds k shares or the record. Tombstones are re-sent.
+    /// Resumes an interrupted run from DIR/run/repair-state.json. Exits with status 1 if any
+    /// share could not be repaired.
+    Repair {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// Repairs in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Only repair this node (e.g. a replaced one).
+        #[arg(long)]
+        node: Option<String>,
+        /// Scrub every node again instead of resuming an interrupted run's plan.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Re-randomise every record's shares (a new epoch per record), keeping the records.
+    ///
+    /// After a refresh, shares taken before it are useless together with shares taken after
+    /// it. Each record is staged on every node holding it, then committed; a failed stage
+    /// changes nothing. Exits with status 1 if any record could not be refreshed.
+    Refresh {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// Records refreshed at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Only records whose key starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// A disaster-recovery drill on a running cluster (started with `up --detach`).
+    ///
+    /// Writes canary records, stops the --lose nodes, checks that every record (or a sample)
+    /// reconstructs (canaries bit-exact) as a reader with purpose "drill", wipes the --wipe
+    /// nodes, restarts them, rebuilds them through repair, and reports each step's duration.
+    /// Exits 0 only if everything verified.
+    Drill {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// Nodes to lose, comma-separated (e.g. node-2,node-4).
+        #[arg(long, value_delimiter = ',', required = true)]
+        lose: Vec<String>,
+        /// Lost nodes whose data is wiped and rebuilt, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        wipe: Vec<String>,
+        /// Check only this many records (at random) besides the canaries.
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the report as Markdown to this file (default: stdout).
+        #[arg(long)]
+        markdown: Option<PathBuf>,
     },
     /// Run a narrated demonstration: init, up, put, get, inspect disks, lose nodes, get again.
     ///
@@ -198,6 +262,87 @@ async fn async_main() -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Repair {
+            dir,
+            concurrency,
+            node,
+            fresh,
+        } => {
+            let options = RepairOptions {
+                concurrency,
+                fresh,
+                only: node,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let summary = bunsan_cluster::repair::repair(&dir, &options)
+                .await
+                .with_context(|| format!("cannot repair the cluster in {}", dir.display()))?;
+            print_repair_summary(&summary);
+            if !summary.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Refresh {
+            dir,
+            concurrency,
+            prefix,
+        } => {
+            let options = RefreshOptions {
+                concurrency,
+                prefix,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let summary = bunsan_cluster::refresh::refresh(&dir, &options)
+                .await
+                .with_context(|| format!("cannot refresh the cluster in {}", dir.display()))?;
+            println!(
+                "refresh: {} records, {} refreshed, {} failed in {:.1} s",
+                summary.records,
+                summary.refreshed,
+                summary.failed.len(),
+                summary.duration.as_secs_f64()
+            );
+            for (node, reason) in &summary.unreachable {
+                println!("  unreachable {node}: {reason} (keeps the old epoch; run repair)");
+            }
+            for (key, reason) in &summary.failed {
+                println!("  failed {key}: {reason}");
+            }
+            if !summary.failed.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Drill {
+            dir,
+            lose,
+            wipe,
+            sample,
+            json,
+            markdown,
+        } => {
+            let options = DrillOptions {
+                lose,
+                wipe,
+                sample,
+                ..DrillOptions::default()
+            };
+            let control = NodeControl::Detached(embedded_nodes(LocalOptions::default()));
+            let report = bunsan_cluster::drill::drill(&dir, control, &options)
+                .await
+                .with_context(|| format!("the drill on {} could not run", dir.display()))?;
+            if let Some(path) = json {
+                std::fs::write(&path, report.to_json()?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            match markdown {
+                Some(path) => std::fs::write(&path, report.to_markdown())
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{}", report.to_markdown()),
+            }
+            if !report.ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Demo {
             nodes,
             threshold,
@@ -215,6 +360,29 @@ async fn async_main() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_repair_summary(summary: &RepairSummary) {
+    println!(
+        "repair{}: {} keys, {} jobs: {} repaired, {} tombstones re-sent, {} skipped, {} failed          in {:.1} s",
+        if summary.resumed { " (resumed)" } else { "" },
+        summary.keys,
+        summary.planned,
+        summary.repaired,
+        summary.resent,
+        summary.skipped,
+        summary.failed.len(),
+        summary.duration.as_secs_f64()
+    );
+    for (node, reason) in &summary.unreachable {
+        println!("  unreachable {node}: {reason} (not repaired, not used as a helper)");
+    }
+    for (key, reason) in &summary.unrecoverable {
+        println!("  unrecoverable {key}: {reason}");
+    }
+    for (node, key, reason) in &summary.failed {
+        println!("  failed {node} {key}: {reason}");
+    }
 }
 
 /// `up`: start, report, then either detach or wait for Ctrl-C / SIGTERM and stop.
