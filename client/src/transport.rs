@@ -83,6 +83,7 @@ impl Transport {
         let fail = |reason: String| NodeFailure {
             node: node.id.clone(),
             reason,
+            code: None,
         };
         let frame = frame::encode(request, "request").map_err(|e| fail(e.to_string()))?;
         match tokio::time::timeout(timeout, self.exchange(position, &frame)).await {
