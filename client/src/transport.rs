@@ -95,6 +95,17 @@ impl Transport {
 
     async fn exchange(&self, position: usize, frame: &[u8]) -> Result<Response, String> {
         let connection = self.connection(position).await?;
+        // Stream errors only say "connection lost"; the connection knows why (the node refused
+        // this identity's certificate as revoked, say), and that is what a person must read.
+        Self::request(&connection, frame)
+            .await
+            .map_err(|reason| match connection.close_reason() {
+                Some(close) => describe_close(&close),
+                None => reason,
+            })
+    }
+
+    async fn request(connection: &quinn::Connection, frame: &[u8]) -> Result<Response, String> {
         let (mut send, mut recv) = connection
             .open_bi()
             .await
@@ -160,5 +171,26 @@ impl Transport {
     pub(crate) async fn close(&self) {
         self.endpoint.close(0u32.into(), b"client closed");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Why a connection ended, in words an operator can act on: a refused handshake (TLS alerts
+/// travel as QUIC crypto errors 0x100 + alert) or the node's own close reason.
+fn describe_close(close: &quinn::ConnectionError) -> String {
+    match close {
+        quinn::ConnectionError::ConnectionClosed(closed)
+            if (0x100..0x200).contains(&u64::from(closed.error_code)) =>
+        {
+            format!(
+                "the node refused this identity's TLS handshake: {} (alert {})",
+                String::from_utf8_lossy(&closed.reason),
+                u64::from(closed.error_code) & 0xff
+            )
+        }
+        quinn::ConnectionError::ApplicationClosed(closed) => format!(
+            "the node closed the connection: {}",
+            String::from_utf8_lossy(&closed.reason)
+        ),
+        other => format!("connection lost: {other}"),
     }
 }
