@@ -429,7 +429,7 @@ fn serial_hex(path: &Path, der: &[u8]) -> Result<String> {
 }
 
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() || text.len() % 2 != 0 {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -265,12 +265,21 @@ impl Revocation {
         loop {
             tokio::select! {
                 _ = stopped.wait_for(|&stop| stop) => break,
-                _ = ticks.tick() => {
+                _ = ticks.tick() => {}
+            }
+            // File reads and the sweep's signature checks (one per live connection) block;
+            // keep them off the threads that serve requests.
+            let (this, span) = (Arc::clone(&self), tracing::Span::current());
+            let checked = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
                     if poll.is_some() {
-                        self.poll_file();
+                        this.poll_file();
                     }
-                    self.check_expiry();
-                }
+                    this.check_expiry();
+                })
+            });
+            if let Err(e) = checked.await {
+                tracing::error!(error = %e, "the crl check failed");
             }
         }
     }
