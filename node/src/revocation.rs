@@ -146,6 +146,7 @@ impl Initial {
             endpoint,
             template,
             stopped,
+            reloading: Mutex::new(()),
             current: Mutex::new(self.current),
             live: Mutex::new(HashMap::new()),
         }
@@ -159,6 +160,9 @@ pub(crate) struct Revocation {
     endpoint: Endpoint,
     template: quinn::ServerConfig,
     stopped: watch::Receiver<bool>,
+    /// Held for a whole reload, so that two (SIGHUP and a poll) cannot install their files in
+    /// the opposite order from the one they read them in.
+    reloading: Mutex<()>,
     current: Mutex<Current>,
     live: Mutex<HashMap<usize, Live>>,
 }
@@ -226,6 +230,7 @@ impl Revocation {
             tracing::info!(trigger, "no crl configured: nothing to reload");
             return Ok(None);
         };
+        let _reloading = lock(&self.reloading);
         let now = UnixTime::now();
         let loaded = load(&self.identity, path, now).inspect_err(|e| {
             tracing::error!(trigger, path = %path.display(), error = %e,
