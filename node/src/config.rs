@@ -9,6 +9,7 @@
 //! key = "key.pem"
 //! ca = "ca.pem"
 //! # crl = "crl.pem"        # optional: revoked client certificates (PEM CRLs)
+//! # crl_poll_ms = 1000     # how often the CRL file is checked for changes; 0: SIGHUP only
 //! # cluster = "../../cluster.toml"  # optional: the manifest; needed for repair and refresh
 //! [limits]                 # every key optional; see [`Limits`] for defaults and why
 //! max_concurrent_streams = 256
@@ -51,9 +52,15 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// The cluster CA certificate (PEM); client certificates must chain to it.
     pub ca: PathBuf,
-    /// Certificate revocation lists (PEM) checked for every client certificate.
+    /// Certificate revocation lists (PEM) checked for every client certificate. Reloaded
+    /// without restart on SIGHUP and when the file changes; see [`crate::revocation`].
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// How often the node looks at the CRL file for a new version, in milliseconds. Default
+    /// 1000: a revocation takes effect within about a second, and reading a file of a few KiB
+    /// once a second costs nothing. 0 turns polling off (reload on SIGHUP only).
+    #[serde(default = "default_crl_poll_ms")]
+    pub crl_poll_ms: u64,
     /// The cluster manifest (`cluster.toml`): who the other nodes are and where. Needed for
     /// node-to-node work (repair, refresh); a node without it refuses those requests.
     #[serde(default)]
@@ -64,6 +71,10 @@ pub struct NodeConfig {
     /// Which store backend keeps the shares.
     #[serde(default)]
     pub store: StoreConfig,
+}
+
+fn default_crl_poll_ms() -> u64 {
+    1000
 }
 
 /// Resource limits: everything a peer can make the node hold is bounded by one of these.
@@ -145,6 +156,7 @@ impl NodeConfig {
             key: dir.join("key.pem"),
             ca: dir.join("ca.pem"),
             crl: None,
+            crl_poll_ms: default_crl_poll_ms(),
             cluster: None,
             limits: Limits::default(),
             store: StoreConfig::default(),
@@ -275,6 +287,7 @@ backend = "memory"
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.store.backend, StoreBackend::Sled);
         assert_eq!(config.crl, None);
+        assert_eq!(config.crl_poll_ms, 1000);
         let built = NodeConfig::in_dir(
             "node-2",
             ShareIndex::new(2).expect("index"),
