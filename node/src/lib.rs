@@ -19,6 +19,7 @@
 //! - [`handler`]: request → response, without sockets; where authorisation (and next, the
 //!   audit log) sits.
 //! - `server`: the quinn shell: accept, identify, frame, time out, shut down gracefully.
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint (`[metrics] listen`).
 //!
 //! Not here: splitting and combining (that is the client's job; a node only ever holds one
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 mod server;
 pub mod store;
 
@@ -39,7 +41,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-pub use config::{Limits, NodeConfig, StoreBackend};
+pub use config::{Limits, MetricsConfig, NodeConfig, StoreBackend};
 pub use error::{Error, Result};
 
 /// How long [`Node::shutdown`] waits for closed connections to drain before giving up on
@@ -57,6 +59,9 @@ pub struct Node {
     store: Arc<dyn store::ShareStore>,
     stop: watch::Sender<bool>,
     accept_loop: Option<JoinHandle<()>>,
+    metrics: Arc<metrics::Metrics>,
+    metrics_addr: Option<SocketAddr>,
+    metrics_server: Option<JoinHandle<()>>,
 }
 
 /// The key that signs QUIC stateless resets, derived from the node's private key so that it
@@ -73,6 +78,18 @@ fn stateless_reset_key(config: &NodeConfig) -> Result<Arc<dyn quinn::crypto::Hma
         aws_lc_rs::hmac::HMAC_SHA256,
         &secret,
     )))
+}
+
+/// Binds the metrics endpoint's TCP socket now, so that a taken port fails the start like a
+/// taken QUIC port does, instead of a node that runs without its metrics.
+/// Returns the listener and the address it is bound to.
+fn metrics_listener(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let bind_error = |source| Error::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 impl std::fmt::Debug for Node {
@@ -110,7 +127,16 @@ impl Node {
             addr: config.listen,
             source,
         })?;
+        let metrics = Arc::new(metrics::Metrics::new(&config.id, config.index));
+        let (metrics_listener, metrics_addr) = match &config.metrics {
+            Some(metrics_config) => {
+                let (listener, addr) = metrics_listener(metrics_config.listen)?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(server::Shared {
+            metrics: Arc::clone(&metrics),
             handler: handler::Handler::new(config.id.clone(), config.index, store.clone()),
             inflight_bytes: Semaphore::new(
                 usize::try_from(config.limits.max_inflight_request_bytes)
@@ -121,11 +147,20 @@ impl Node {
         });
         let (stop, stopped) = watch::channel(false);
         let span = tracing::info_span!("node", id = %config.id, index = %config.index);
+        let metrics_server = metrics_listener.map(|listener| {
+            let serve = metrics::serve(
+                listener,
+                Arc::clone(&metrics),
+                store.clone(),
+                stopped.clone(),
+            );
+            tokio::spawn(serve.instrument(span.clone()))
+        });
         let accept_loop = tokio::spawn(
             server::accept_loop(endpoint.clone(), shared, stopped).instrument(span.clone()),
         );
         span.in_scope(
-            || tracing::info!(%local_addr, backend = ?config.store.backend, "node listening"),
+            || tracing::info!(%local_addr, backend = ?config.store.backend, metrics = ?metrics_addr, "node listening"),
         );
         Ok(Node {
             id: config.id,
@@ -134,7 +169,22 @@ impl Node {
             store,
             stop,
             accept_loop: Some(accept_loop),
+            metrics,
+            metrics_addr,
+            metrics_server,
         })
+    }
+
+    /// Where the metrics endpoint listens (the real port when configured with port 0), if
+    /// `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The node's metrics, for the subsystems that publish into them (the audit log's
+    /// [`set_audit_head`](metrics::Metrics::set_audit_head), repair's backlog).
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
     }
 
     /// The address the endpoint is bound to (the real port when configured with port 0).
@@ -150,6 +200,11 @@ impl Node {
         if let Some(accept_loop) = self.accept_loop.take() {
             if let Err(e) = accept_loop.await {
                 tracing::error!(error = %e, "the accept loop failed");
+            }
+        }
+        if let Some(metrics_server) = self.metrics_server.take() {
+            if let Err(e) = metrics_server.await {
+                tracing::error!(error = %e, "the metrics endpoint failed");
             }
         }
         self.endpoint
