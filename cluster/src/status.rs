@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The numbers come from each node's `Status` answer (admin identity), gathered by
-//! [`ops::status`](crate::ops::status). Two columns need saying what they are:
+//! [`ops::status`]. Two columns need saying what they are:
 //!
 //! - **LAG** is how many record versions (live records plus tombstones) the node holds fewer
 //!   than the most complete node that answered. It compares counts, not key sets, so two nodes
