@@ -196,12 +196,12 @@ impl Client {
                 Ok(Response::Share(envelope)) => gather.failures.push(NodeFailure {
                     node,
                     reason: format!("answered with a share of {}", envelope.header.key),
+                    code: None,
                 }),
                 Ok(Response::NotFound) => gather.not_found += 1,
-                Ok(Response::Error(error)) => gather.failures.push(NodeFailure {
-                    node,
-                    reason: error.to_string(),
-                }),
+                Ok(Response::Error(error)) => {
+                    gather.failures.push(NodeFailure::refused(node, &error))
+                }
                 Ok(other) => gather.failures.push(unexpected(node, "get", &other)),
                 Err(failure) => gather.failures.push(failure),
             }
@@ -279,10 +279,9 @@ impl Client {
                     }
                 }
                 Err(Error::Node(failure)) => failures.push(failure),
-                Err(Error::Remote { node, error }) => failures.push(NodeFailure {
-                    node,
-                    reason: error.to_string(),
-                }),
+                Err(Error::Remote { node, error }) => {
+                    failures.push(NodeFailure::refused(node, &error))
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -445,12 +444,10 @@ impl Client {
                     failures.push(NodeFailure {
                         node,
                         reason: format!("holds a newer version {current}"),
+                        code: None,
                     });
                 }
-                Ok(Response::Error(error)) => failures.push(NodeFailure {
-                    node,
-                    reason: error.to_string(),
-                }),
+                Ok(Response::Error(error)) => failures.push(NodeFailure::refused(node, &error)),
                 Ok(other) => failures.push(unexpected(node, "put", &other)),
                 Err(failure) => failures.push(failure),
             }
@@ -468,6 +465,7 @@ impl Client {
                     failures.push(NodeFailure {
                         node: id.clone(),
                         reason: "still writing when the quorum was met".to_owned(),
+                        code: None,
                     });
                 }
             }
@@ -538,6 +536,7 @@ fn unexpected(node: String, request: &'static str, got: &Response) -> NodeFailur
     NodeFailure {
         node,
         reason: format!("answered {} to a {request} request", response_kind(got)),
+        code: None,
     }
 }
 
@@ -587,6 +586,7 @@ impl Gather {
             self.failures.push(NodeFailure {
                 node,
                 reason: format!("its header for version {version} disagrees with other nodes"),
+                code: None,
             });
             return;
         }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use bunsan_protocol::message::RemoteError;
+use bunsan_protocol::message::{ErrorCode, RemoteError};
 use bunsan_protocol::{RecordKey, Version};
 use thiserror::Error;
 
@@ -13,11 +13,29 @@ pub struct NodeFailure {
     pub node: String,
     /// What went wrong there.
     pub reason: String,
+    /// The node's typed refusal when it answered with an error (`Forbidden` for a role that
+    /// may not do this); `None` when the node could not be reached or answered oddly.
+    pub code: Option<ErrorCode>,
+}
+
+impl NodeFailure {
+    /// A node that answered `error`.
+    pub fn refused(node: String, error: &RemoteError) -> Self {
+        Self {
+            node,
+            reason: error.to_string(),
+            code: Some(error.code),
+        }
+    }
 }
 
 impl std::fmt::Display for NodeFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.node, self.reason)
+        match self.code {
+            // The reason already starts with the code: "node-1 refused: Forbidden: ...".
+            Some(_) => write!(f, "{} refused: {}", self.node, self.reason),
+            None => write!(f, "{}: {}", self.node, self.reason),
+        }
     }
 }
 
@@ -177,6 +195,30 @@ pub enum Error {
         /// What is wrong with the line.
         reason: String,
     },
+}
+
+impl Error {
+    /// The per-node failures behind a quorum error, or the one node of a single-node call.
+    pub fn node_failures(&self) -> Vec<NodeFailure> {
+        match self {
+            Error::WriteQuorumNotMet { failures, .. } | Error::NotEnoughShares { failures, .. } => {
+                failures.clone()
+            }
+            Error::Node(failure) => vec![failure.clone()],
+            Error::Remote { node, error } => vec![NodeFailure::refused(node.clone(), error)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the cluster refused this identity the operation outright: a `Forbidden` answer,
+    /// or a quorum error in which every node that failed answered `Forbidden`.
+    pub fn is_forbidden(&self) -> bool {
+        let failures = self.node_failures();
+        !failures.is_empty()
+            && failures
+                .iter()
+                .all(|failure| failure.code == Some(ErrorCode::Forbidden))
+    }
 }
 
 /// Shorthand for client results.

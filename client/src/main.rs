@@ -9,9 +9,13 @@
 //! ```
 //! The cluster manifest comes from `--cluster FILE` or `BUNSAN_CLUSTER`, the identity
 //! (a directory with cert.pem, key.pem, ca.pem) from `--identity DIR` or `BUNSAN_IDENTITY`.
+//!
+//! Exit codes: 0 success; 77 (EX_NOPERM) when the nodes refused this identity the operation
+//! (its role may not do it), with one line per node; 1 for every other failure.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -90,18 +94,45 @@ enum Command {
     },
 }
 
+/// Exit code when the cluster refused the identity (sysexits' EX_NOPERM), so scripts can tell
+/// "not allowed" from "not working".
+const EXIT_REFUSED: u8 = 77;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, "warn");
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "bunsan", &mut std::io::stdout());
-        return Ok(());
+        return ExitCode::SUCCESS;
     }
-    let client = connect(&cli)?;
+    let client = match connect(&cli) {
+        Ok(client) => client,
+        Err(error) => return report(&error),
+    };
     let result = run(&client, cli.command).await;
     client.close().await;
-    result
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints why the command failed. A refusal names each node's typed answer on its own line
+/// ("node-1 refused: Forbidden: role collector may not get ..."), so the operator sees at once
+/// that the identity, not the cluster, is the problem.
+fn report(error: &anyhow::Error) -> ExitCode {
+    if let Some(client_error) = error.downcast_ref::<bunsan_client::Error>() {
+        if client_error.is_forbidden() {
+            eprintln!("bunsan: refused: this identity's role may not do this");
+            for failure in client_error.node_failures() {
+                eprintln!("  {failure}");
+            }
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    }
+    eprintln!("bunsan: error: {error:#}");
+    ExitCode::FAILURE
 }
 
 fn connect(cli: &Cli) -> anyhow::Result<Client> {

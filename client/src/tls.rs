@@ -18,6 +18,7 @@ use bunsan_protocol::message::ALPN;
 use bunsan_protocol::role::{PeerIdentity, Role};
 use bunsan_protocol::WriterId;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -164,16 +165,44 @@ pub fn server_tls_config(
     identity: &Identity,
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<rustls::ServerConfig> {
-    let provider = crypto_provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(identity.roots()?, provider.clone())
+    server_tls_config_with_verifier(identity, client_cert_verifier(identity, crls)?)
+}
+
+/// The verifier a node applies to client certificates: the chain must lead to the cluster CA
+/// and, when `crls` is not empty, the certificate must not be revoked by them.
+///
+/// With CRLs, two rules fail closed: a certificate no CRL speaks for is refused (rustls'
+/// default), and so is every certificate once the CRL's `nextUpdate` has passed
+/// (`enforce_revocation_expiration`): a node that no longer receives CRLs must not keep
+/// trusting identities that may have been revoked since.
+pub fn client_cert_verifier(
+    identity: &Identity,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>> {
+    WebPkiClientVerifier::builder_with_provider(identity.roots()?, crypto_provider())
         .with_crls(crls)
+        .enforce_revocation_expiration()
         .build()
-        .map_err(|e| Error::Tls(rustls::Error::General(e.to_string())))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .map_err(|e| Error::Tls(rustls::Error::General(e.to_string())))
+}
+
+/// [`server_tls_config`] with a verifier built beforehand by [`client_cert_verifier`], so a
+/// node can keep the verifier to re-check live connections after a CRL reload.
+///
+/// Session resumption is off: a resumed TLS 1.3 session skips client certificate
+/// verification, so a revoked client holding a ticket would get back in. Clients keep one
+/// long-lived connection per node, so the extra full handshakes cost little.
+pub fn server_tls_config_with_verifier(
+    identity: &Identity,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<rustls::ServerConfig> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
     Ok(tls)
 }
 

@@ -83,6 +83,7 @@ impl Transport {
         let fail = |reason: String| NodeFailure {
             node: node.id.clone(),
             reason,
+            code: None,
         };
         let frame = frame::encode(request, "request").map_err(|e| fail(e.to_string()))?;
         let connection = match tokio::time::timeout(timeout, self.connection(position)).await {
@@ -96,7 +97,13 @@ impl Transport {
             }
         };
         let outcome = match tokio::time::timeout(timeout, exchange(&connection, &frame)).await {
-            Ok(outcome) => outcome,
+            // Stream errors only say "connection lost"; the connection knows why (the node
+            // refused this identity's certificate as revoked, say), and that is what a person
+            // must read.
+            Ok(outcome) => outcome.map_err(|reason| match connection.close_reason() {
+                Some(close) => describe_close(&close),
+                None => reason,
+            }),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
         if outcome.is_err() {
@@ -187,4 +194,25 @@ async fn exchange(connection: &quinn::Connection, frame: &[u8]) -> Result<Respon
         .await
         .map_err(|e| format!("truncated response: {e}"))?;
     frame::decode_body(&body, "response").map_err(|e| e.to_string())
+}
+
+/// Why a connection ended, in words an operator can act on: a refused handshake (TLS alerts
+/// travel as QUIC crypto errors 0x100 + alert) or the node's own close reason.
+fn describe_close(close: &quinn::ConnectionError) -> String {
+    match close {
+        quinn::ConnectionError::ConnectionClosed(closed)
+            if (0x100..0x200).contains(&u64::from(closed.error_code)) =>
+        {
+            format!(
+                "the node refused this identity's TLS handshake: {} (alert {})",
+                String::from_utf8_lossy(&closed.reason),
+                u64::from(closed.error_code) & 0xff
+            )
+        }
+        quinn::ConnectionError::ApplicationClosed(closed) => format!(
+            "the node closed the connection: {}",
+            String::from_utf8_lossy(&closed.reason)
+        ),
+        other => format!("connection lost: {other}"),
+    }
 }

@@ -147,6 +147,52 @@ pub enum Error {
         /// The OS error.
         source: nix::Error,
     },
+    /// No identity of this name has a certificate in the cluster directory.
+    #[error("no identity {name:?}: looked for {}", list_paths(.searched))]
+    UnknownIdentity {
+        /// The name asked for.
+        name: String,
+        /// The certificate paths looked at.
+        searched: Vec<PathBuf>,
+    },
+    /// Both a client and a node of this name exist, so the name does not say which to revoke.
+    #[error("{name:?} names more than one identity: {}", list_paths(.found))]
+    AmbiguousIdentity {
+        /// The name asked for.
+        name: String,
+        /// The certificates found.
+        found: Vec<PathBuf>,
+    },
+    /// The certificate is already on the CRL.
+    #[error("{name:?} (serial {serial}) is already revoked; `bunsan-cluster crl DIR --renew` publishes the CRL again")]
+    AlreadyRevoked {
+        /// The identity.
+        name: String,
+        /// Its certificate serial (hex).
+        serial: String,
+    },
+    /// A revocation reason that is not one of the known names.
+    #[error("unknown revocation reason {reason:?} (expected unspecified, key-compromise, affiliation-changed, superseded or cessation-of-operation)")]
+    UnknownRevocationReason {
+        /// The rejected text.
+        reason: String,
+    },
+    /// `DIR/ca/revoked.toml` cannot be read back or written.
+    #[error("invalid revocation record {path}: {reason}")]
+    InvalidRevocationRecord {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate file that cannot be parsed.
+    #[error("invalid certificate file {path}: {reason}")]
+    InvalidCertificateFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A record read back in the demo differs from what was written.
     #[error("record {key} came back different: wrote {written} bytes, read {read} bytes")]
     RecordMismatch {

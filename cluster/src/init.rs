@@ -2,8 +2,8 @@
 //!
 //! `init` checks everything it can before it writes anything: that no cluster is there yet,
 //! that k, n and W make a valid manifest, and that the ports fit. It then writes the CA, one
-//! directory per node, the four standard client identities, and finally `cluster.toml`, so a
-//! directory with a manifest is a complete one.
+//! directory per node, a first (empty) CRL that every node enforces, the four standard client
+//! identities, and finally `cluster.toml`, so a directory with a manifest is a complete one.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use crate::error::{io_err, Error, Result};
 use crate::layout::{
     create_private_dir, write_new_file, ClusterLayout, NodeConfig, PUBLIC_FILE_MODE,
 };
-use crate::pki::ClusterCa;
+use crate::pki::{ClusterCa, Validity};
 
 /// The port node 1 listens on by default; node i listens on `DEFAULT_BASE_PORT + i - 1`.
 pub const DEFAULT_BASE_PORT: u16 = 7101;
@@ -112,6 +112,14 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Manifest> {
             PUBLIC_FILE_MODE,
         )?;
     }
+    // Nodes always run with a CRL (node.toml says `crl = "crl.pem"`), so revoking later is a
+    // file change they pick up, never a configuration change and a restart.
+    let node_dirs: Vec<PathBuf> = manifest
+        .nodes
+        .iter()
+        .map(|node| layout.node_dir(node.index.get()))
+        .collect();
+    crate::crl::publish_initial(&layout, &ca, &node_dirs)?;
     for role in STANDARD_CLIENT_ROLES {
         ca.issue(role, role.as_str())?
             .write(&layout.client_dir(role.as_str()), &ca)?;
@@ -127,6 +135,21 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Manifest> {
 /// Issues a new identity `name` in `role` from the CA of the cluster at `dir`, writing it to
 /// `DIR/clients/NAME/` (which must not exist yet). Returns that directory.
 pub fn issue(dir: &Path, role: Role, name: &str) -> Result<PathBuf> {
+    issue_with_validity(
+        dir,
+        role,
+        name,
+        Validity::days_from_now(crate::pki::LEAF_VALIDITY_DAYS),
+    )
+}
+
+/// [`issue`] with an explicit validity period (short-lived identities; expired ones in tests).
+pub fn issue_with_validity(
+    dir: &Path,
+    role: Role,
+    name: &str,
+    validity: Validity,
+) -> Result<PathBuf> {
     crate::pki::check_identity_name(role, name)?;
     let layout = ClusterLayout::new(dir);
     // Checks that this is a cluster directory before the CA key is even read.
@@ -136,7 +159,8 @@ pub fn issue(dir: &Path, role: Role, name: &str) -> Result<PathBuf> {
         return Err(Error::AlreadyInitialised { found: target });
     }
     let ca = ClusterCa::load(&layout.ca_dir())?;
-    ca.issue(role, name)?.write(&target, &ca)?;
+    ca.issue_with_validity(role, name, validity)?
+        .write(&target, &ca)?;
     Ok(target)
 }
 
@@ -232,7 +256,7 @@ mod tests {
         for node in &manifest.nodes {
             let index = node.index.get();
             let node_dir = layout.node_dir(index);
-            for file in ["node.toml", "cert.pem", "ca.pem"] {
+            for file in ["node.toml", "cert.pem", "ca.pem", "crl.pem"] {
                 assert!(node_dir.join(file).is_file(), "{file}");
             }
             assert_eq!(mode(&node_dir.join("key.pem")), 0o600);
@@ -241,6 +265,7 @@ mod tests {
             let config = layout.read_node_config(index).expect("node.toml");
             assert_eq!(config.id, node.id);
             assert_eq!(config.listen, node.addresses[0]);
+            assert_eq!(config.crl.as_deref(), Some(Path::new("crl.pem")));
             let metrics = config.metrics.expect("init configures metrics");
             assert!(metrics.listen.ip().is_loopback());
             let identity = bunsan_client::Identity::load(&node_dir).expect("node identity");

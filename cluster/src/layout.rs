@@ -3,8 +3,9 @@
 //! ```text
 //! DIR/cluster.toml                          the manifest every client and tool reads
 //! DIR/ca/ca.pem, DIR/ca/ca-key.pem          the cluster CA (the key never leaves DIR/ca)
+//! DIR/ca/crl.pem, DIR/ca/revoked.toml       the CRL and the record of what it revokes
 //! DIR/nodes/node-I/node.toml                the node's own configuration (see NodeConfig)
-//! DIR/nodes/node-I/{cert,key,ca}.pem        the node's identity
+//! DIR/nodes/node-I/{cert,key,ca,crl}.pem    the node's identity and its copy of the CRL
 //! DIR/nodes/node-I/data/                    the node's share store
 //! DIR/clients/NAME/{cert,key,ca}.pem        client identities: collector, reader, auditor, admin
 //! DIR/run/node-I.pid, DIR/run/node-I.log    written by `bunsan-cluster up`
@@ -39,6 +40,10 @@ pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
 /// The copy of the CA certificate in an identity directory.
 pub const IDENTITY_CA_FILE: &str = "ca.pem";
+/// The certificate revocation list, in `DIR/ca` and in every node directory.
+pub const CRL_FILE: &str = "crl.pem";
+/// The record of revoked certificates in `DIR/ca`, from which every CRL is signed.
+pub const REVOKED_FILE: &str = "revoked.toml";
 /// A node's data directory, relative to its node directory.
 pub const NODE_DATA_DIR: &str = "data";
 
@@ -74,6 +79,21 @@ impl ClusterLayout {
     /// `DIR/ca`.
     pub fn ca_dir(&self) -> PathBuf {
         self.root.join("ca")
+    }
+
+    /// `DIR/ca/crl.pem`: the latest CRL.
+    pub fn crl_path(&self) -> PathBuf {
+        self.ca_dir().join(CRL_FILE)
+    }
+
+    /// `DIR/ca/revoked.toml`: every revoked certificate and the last CRL number.
+    pub fn revoked_path(&self) -> PathBuf {
+        self.ca_dir().join(REVOKED_FILE)
+    }
+
+    /// `DIR/nodes/NAME`: the directory of the node called `name` (`node-I`).
+    pub fn node_dir_named(&self, name: &str) -> PathBuf {
+        self.root.join("nodes").join(name)
     }
 
     /// `DIR/nodes/node-I`.
@@ -146,6 +166,7 @@ impl ClusterLayout {
 /// cert = "cert.pem"
 /// key = "key.pem"
 /// ca = "ca.pem"
+/// crl = "crl.pem"
 ///
 /// [metrics]
 /// listen = "127.0.0.1:9101"
@@ -166,6 +187,9 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// The cluster CA certificate (PEM).
     pub ca: PathBuf,
+    /// The certificate revocation list (PEM) the node enforces and reloads when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
     /// The metrics endpoint, if any (the `[metrics]` table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSection>,
@@ -189,6 +213,7 @@ impl NodeConfig {
             cert: CERT_FILE.into(),
             key: KEY_FILE.into(),
             ca: IDENTITY_CA_FILE.into(),
+            crl: Some(CRL_FILE.into()),
             metrics: None,
         }
     }
@@ -208,6 +233,40 @@ impl NodeConfig {
             reason: e.to_string(),
         })
     }
+}
+
+/// Replaces `path` atomically: writes a temporary file beside it, syncs it, renames it over
+/// `path`, and syncs the directory. A node polling `path` sees the old or the new file,
+/// never half of one.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path.file_name().map_or_else(
+        || "file".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover from a crashed run of this very pid would make create_new fail.
+    let _ = std::fs::remove_file(&temporary);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temporary)
+            .map_err(io_err("create", &temporary))?;
+        file.write_all(contents)
+            .map_err(io_err("write", &temporary))?;
+        file.sync_all().map_err(io_err("sync", &temporary))?;
+        std::fs::rename(&temporary, path).map_err(io_err("rename into place", path))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
+    // The rename is durable only once the directory is.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
 }
 
 /// Creates `dir` and any missing parents with mode 0700.
@@ -241,7 +300,8 @@ mod tests {
             .to_toml()
             .expect("toml");
         let expected = "id = \"node-1\"\nindex = 1\nlisten = \"127.0.0.1:7101\"\n\
-                        data_dir = \"data\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"ca.pem\"\n";
+                        data_dir = \"data\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"ca.pem\"\n\
+                        crl = \"crl.pem\"\n";
         assert_eq!(text, expected);
         let back: NodeConfig = toml::from_str(&text).expect("parse");
         assert_eq!(back, NodeConfig::standard("node-1", 1, addr));
@@ -265,6 +325,20 @@ mod tests {
         write_new_file(&path, b"one", PUBLIC_FILE_MODE).expect("first write");
         assert!(write_new_file(&path, b"two", PUBLIC_FILE_MODE).is_err());
         assert_eq!(std::fs::read(&path).expect("read"), b"one");
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("crl.pem");
+        write_atomic(&path, b"one", PUBLIC_FILE_MODE).expect("first");
+        write_atomic(&path, b"two", PUBLIC_FILE_MODE).expect("second");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("crl.pem")]);
     }
 
     #[test]

@@ -5,19 +5,22 @@
 //!
 //! ```text
 //! init ──▶ DIR/ ── cluster.toml      manifest: k, n, W, nodes and their addresses
-//!               ├─ ca/               the cluster CA (key stays here, mode 0600)
+//!               ├─ ca/               the cluster CA (key stays here, mode 0600), CRL
 //!               ├─ nodes/node-I/     node.toml + node identity + data/
 //!               └─ clients/NAME/     collector, reader, auditor, admin identities
 //!
 //! up ──▶ bunsan-node --config DIR/nodes/node-I/node.toml   (× n, logs and pids in DIR/run/)
 //!        └─ health request to each node over QUIC + mTLS, as admin
 //! status ──▶ every node's counts, as admin          down ──▶ SIGTERM by pid file
+//! revoke NAME / crl --renew ──▶ DIR/ca/crl.pem ──copy──▶ DIR/nodes/*/crl.pem (nodes reload)
 //! ```
 //!
 //! - [`pki`]: the cluster CA and the leaf certificates it issues; each leaf carries its role as
 //!   a `urn:bunsan:role:<role>` URI and its holder's name as the common name.
 //! - [`layout`]: where each file lives in a cluster directory, and `node.toml`.
 //! - [`init`](mod@init): creating a cluster directory, and issuing more identities.
+//! - [`crl`]: revoking identities: the CRL, its record in `DIR/ca/revoked.toml`, renewal, and
+//!   its distribution to every node directory.
 //! - [`local`]: running a cluster as child processes ([`LocalCluster`]), which integration
 //!   tests use too.
 //! - [`ops`]: `down` and `status` for a cluster that another process started.
@@ -31,6 +34,7 @@
 //!
 //! The crate is Unix-only: it sets file modes and signals node processes.
 
+pub mod crl;
 pub mod demo;
 pub mod error;
 pub mod init;
@@ -40,9 +44,10 @@ pub mod ops;
 pub mod pki;
 pub mod status;
 
+pub use crl::{renew as renew_crl, revoke, CrlWindow, RevocationReason};
 pub use demo::{demo, DemoOptions, DemoReport};
 pub use error::{Error, Result};
 pub use init::{init, issue, InitOptions};
 pub use layout::{ClusterLayout, NodeConfig};
 pub use local::{LocalCluster, LocalNode, LocalOptions};
-pub use pki::{ClusterCa, IssuedIdentity};
+pub use pki::{ClusterCa, IssuedIdentity, Validity};

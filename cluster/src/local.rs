@@ -329,6 +329,16 @@ impl LocalCluster {
         Ok(Some(status))
     }
 
+    /// Sends SIGHUP to node `index`, which makes it reload its CRL. Returns whether it was
+    /// running.
+    pub fn reload_node(&self, index: u8) -> Result<bool> {
+        self.entry(index)?;
+        match self.children.get(&index).and_then(Child::id) {
+            Some(pid) => send_signal(pid, Signal::SIGHUP).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Reaps nodes that exited on their own and returns them with how they exited.
     pub fn poll_exited(&mut self) -> Vec<(LocalNode, ExitStatus)> {
         let mut exited = Vec::new();

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bunsan_client::logging::{self, LogFormat};
+use bunsan_cluster::crl::{PublishedCrl, CRL_VALIDITY_DAYS};
 use bunsan_cluster::local::{LocalOptions, STOP_GRACE};
 use bunsan_cluster::ops::{self, DownOutcome};
 use bunsan_cluster::{init::DEFAULT_BASE_PORT, DemoOptions, InitOptions, LocalCluster};
+use bunsan_cluster::{CrlWindow, RevocationReason};
 use bunsan_protocol::role::Role;
 use clap::builder::PossibleValuesParser;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -72,6 +74,44 @@ enum Command {
         /// The identity's name: its certificate common name and its directory name.
         #[arg(long)]
         name: String,
+        /// How many days the certificate is valid.
+        #[arg(long, default_value_t = bunsan_cluster::pki::LEAF_VALIDITY_DAYS,
+              value_parser = clap::value_parser!(i64).range(1..=bunsan_cluster::pki::CA_VALIDITY_DAYS))]
+        days: i64,
+    },
+    /// Revoke identity NAME (DIR/clients/NAME or DIR/nodes/NAME): add its certificate to the
+    /// cluster CRL and publish the CRL to DIR/ca/crl.pem and every DIR/nodes/node-I/crl.pem.
+    ///
+    /// Running nodes reload the CRL within a second of the file changing (and on SIGHUP, which
+    /// this sends to nodes started here by `up`); they close the revoked identity's live
+    /// connections and refuse its new ones. Nodes on other hosts need the new crl.pem copied
+    /// into their directory.
+    Revoke {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// The identity to revoke.
+        name: String,
+        /// Why (recorded in the CRL and in DIR/ca/revoked.toml).
+        #[arg(long, default_value = "unspecified",
+              value_parser = PossibleValuesParser::new(RevocationReason::ALL.map(RevocationReason::as_str)))]
+        reason: String,
+        /// Days until the new CRL expires; nodes refuse every client once it has.
+        #[arg(long, default_value_t = CRL_VALIDITY_DAYS, value_parser = clap::value_parser!(i64).range(1..=366))]
+        crl_days: i64,
+    },
+    /// Show the cluster CRL (number, expiry, revoked identities), or renew it with --renew.
+    ///
+    /// A node whose CRL has expired refuses every client (fails closed): renew well before the
+    /// expiry shown here, e.g. weekly from cron.
+    Crl {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// Sign the CRL again with a fresh expiry and a higher number, and publish it.
+        #[arg(long)]
+        renew: bool,
+        /// Days until the renewed CRL expires.
+        #[arg(long, default_value_t = CRL_VALIDITY_DAYS, value_parser = clap::value_parser!(i64).range(1..=366))]
+        days: i64,
     },
     /// Start every node and wait until each answers a health request.
     ///
@@ -193,11 +233,63 @@ async fn async_main() -> Result<ExitCode> {
             }
             println!("start it with: bunsan-cluster up {}", dir.display());
         }
-        Command::Issue { dir, role, name } => {
+        Command::Issue {
+            dir,
+            role,
+            name,
+            days,
+        } => {
             let role: Role = role.parse()?;
-            let written = bunsan_cluster::issue(&dir, role, &name)
+            let validity = bunsan_cluster::Validity::days_from_now(days);
+            let written = bunsan_cluster::init::issue_with_validity(&dir, role, &name, validity)
                 .with_context(|| format!("cannot issue {role} identity {name:?}"))?;
-            println!("issued {role} identity {name:?} in {}", written.display());
+            println!(
+                "issued {role} identity {name:?} in {} (valid for {days} days)",
+                written.display()
+            );
+        }
+        Command::Revoke {
+            dir,
+            name,
+            reason,
+            crl_days,
+        } => {
+            let reason: RevocationReason = reason.parse()?;
+            let (entry, published) =
+                bunsan_cluster::revoke(&dir, &name, reason, CrlWindow::days_from_now(crl_days))
+                    .with_context(|| format!("cannot revoke {name:?}"))?;
+            println!(
+                "revoked {} identity {:?} (serial {}, {})",
+                entry.role, entry.name, entry.serial, entry.reason
+            );
+            report_published(&dir, &published)?;
+        }
+        Command::Crl { dir, renew, days } => {
+            if renew {
+                let published = bunsan_cluster::renew_crl(&dir, CrlWindow::days_from_now(days))
+                    .context("cannot renew the CRL")?;
+                report_published(&dir, &published)?;
+            } else {
+                let (record, next_update) = bunsan_cluster::crl::status(&dir)?;
+                println!(
+                    "CRL number {}, expires {next_update}, {} revoked",
+                    record.crl_number,
+                    record.revoked.len()
+                );
+                for entry in &record.revoked {
+                    println!(
+                        "  {}  {}  serial {}  {}  {}",
+                        entry.name, entry.role, entry.serial, entry.revoked_at, entry.reason
+                    );
+                }
+                if next_update <= time::OffsetDateTime::now_utc() {
+                    eprintln!(
+                        "the CRL has EXPIRED: nodes refuse every client; run: bunsan-cluster crl {} --renew",
+                        dir.display()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Up { dir, detach } => up(dir, detach).await?,
         Command::Down { dir } => {
@@ -251,6 +343,34 @@ async fn async_main() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints where a new CRL went, and asks the nodes running here to reload it at once.
+fn report_published(dir: &std::path::Path, published: &PublishedCrl) -> Result<()> {
+    println!(
+        "CRL number {} ({} revoked, valid until {}) written to:",
+        published.number, published.revoked, published.window.next_update
+    );
+    for path in &published.written {
+        println!("  {}", path.display());
+    }
+    for node_dir in &published.not_enforced {
+        eprintln!(
+            "warning: {} has no `crl` key in node.toml: that node does not enforce the CRL \
+             (add crl = \"crl.pem\" and restart it)",
+            node_dir.display()
+        );
+    }
+    for (node, pid) in ops::reload(dir)? {
+        match pid {
+            Some(pid) => println!("{node}: running here as pid {pid}, told to reload (SIGHUP)"),
+            None => println!(
+                "{node}: not running here; a running node reloads its crl.pem when it changes \
+                 (copy it to nodes on other hosts)"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// `up`: start, report, then either detach or wait for Ctrl-C / SIGTERM and stop.

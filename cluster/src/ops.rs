@@ -1,5 +1,5 @@
-//! Operating a cluster this process did not start: `down` (by pid file) and `status` (over
-//! the network, with the admin identity).
+//! Operating a cluster this process did not start: `down` and `reload` (by pid file) and
+//! `status` (over the network, with the admin identity).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -80,6 +80,23 @@ pub async fn down(dir: &Path, grace: Duration) -> Result<Vec<NodeDown>> {
         }
         // Stale or now obsolete; a missing file is what we want.
         let _ = std::fs::remove_file(layout.pid_file(entry.index.get()));
+    }
+    Ok(nodes)
+}
+
+/// Sends SIGHUP to every node of the cluster at `dir` that a detached `up` started (by pid
+/// file), so each reloads its CRL now rather than at its next poll. Returns each node's id and
+/// the pid signalled, or `None` for a node that is not running here.
+pub fn reload(dir: &Path) -> Result<Vec<(String, Option<u32>)>> {
+    let layout = ClusterLayout::new(dir);
+    let manifest = layout.read_manifest()?;
+    let mut nodes = Vec::new();
+    for node in &manifest.nodes {
+        let pid = running_pid(&layout.pid_file(node.index.get()))?;
+        if let Some(pid) = pid {
+            send_signal(pid, Signal::SIGHUP)?;
+        }
+        nodes.push((node.id.clone(), pid));
     }
     Ok(nodes)
 }

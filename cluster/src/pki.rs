@@ -137,11 +137,23 @@ impl ClusterCa {
         )
     }
 
-    /// Issues a leaf certificate with a fresh ECDSA P-256 key for `name` in `role`.
+    /// Issues a leaf certificate with a fresh ECDSA P-256 key for `name` in `role`, valid for
+    /// [`LEAF_VALIDITY_DAYS`].
     ///
     /// The name must pass [`check_identity_name`]; for [`Role::Node`] it is also the DNS name
     /// clients verify the node by.
     pub fn issue(&self, role: Role, name: &str) -> Result<IssuedIdentity> {
+        self.issue_with_validity(role, name, Validity::days_from_now(LEAF_VALIDITY_DAYS))
+    }
+
+    /// [`ClusterCa::issue`] with an explicit validity period: short-lived identities for
+    /// visitors, or (in tests) a certificate that has already expired.
+    pub fn issue_with_validity(
+        &self,
+        role: Role,
+        name: &str,
+        validity: Validity,
+    ) -> Result<IssuedIdentity> {
         check_identity_name(role, name)?;
         let what = || format!("certificate for {role} {name}");
         let cert_err = |source| Error::Certificate {
@@ -169,9 +181,8 @@ impl ClusterCa {
             params.subject_alt_names = vec![role_uri];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::minutes(BACKDATE_MINUTES);
-        params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
         // The serial number is left to rcgen, which derives it from the (fresh, random) public
         // key: unique per certificate without another source of randomness.
         let certificate = params.signed_by(&key, &self.issuer).map_err(cert_err)?;
@@ -182,6 +193,31 @@ impl ClusterCa {
             certificate_der: certificate.der().to_vec(),
             key_pem: Zeroizing::new(key.serialize_pem()),
         })
+    }
+
+    /// The CA as an rcgen issuer, for signing CRLs.
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+}
+
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// The first moment it is valid.
+    pub not_before: OffsetDateTime,
+    /// The last moment it is valid.
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// From a few minutes ago (clock skew between peers) until `days` days from now.
+    pub fn days_from_now(days: i64) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            not_before: now - Duration::minutes(BACKDATE_MINUTES),
+            not_after: now + Duration::days(days),
+        }
     }
 }
 

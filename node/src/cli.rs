@@ -2,7 +2,7 @@
 //!
 //! It lives in the library so that other binaries can embed the daemon unchanged:
 //! `bunsan-cluster node` (which lets `bunsan-cluster demo` run a cluster from one build) and
-//! the integration tests' node binary.
+//! the integration tests' node binary. SIGHUP reloads the certificate revocation list.
 //!
 //! ```text
 //! bunsan-node --config node.toml [--log-format text|json]
@@ -110,11 +110,27 @@ async fn run(args: &Args) -> Result<(), Error> {
     };
     let mut terminate = signal(SignalKind::terminate()).map_err(handler)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(handler)?;
+    // SIGHUP's default action ends the process: with this handler it reloads the CRL instead.
+    let mut hangup = signal(SignalKind::hangup()).map_err(handler)?;
     let config = NodeConfig::load(&args.config)?;
     let node = Node::start(config).await?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM received, shutting down");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT received, shutting down");
+                break;
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP received, reloading the crl");
+                // Success and failure are both logged by the reload; a bad file must not stop
+                // the node, which keeps the previous CRL.
+                let _ = node.reload_crl();
+            }
+        }
     }
     node.shutdown().await;
     Ok(())

@@ -103,6 +103,15 @@ pub enum Error {
         /// The role it carries.
         role: Role,
     },
+    /// The certificate revocation list cannot be used: not PEM, not a CRL, or not signed by the
+    /// cluster CA. At start the node refuses to run; on a reload the previous CRL stays.
+    #[error("unusable certificate revocation list {path}: {reason}")]
+    InvalidCrl {
+        /// The CRL file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The UDP socket for the QUIC endpoint could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -18,6 +18,8 @@
 //!   the conformance suite every backend passes.
 //! - [`handler`]: request → response, without sockets; where authorisation (and next, the
 //!   audit log) sits.
+//! - [`revocation`]: the CRL every client certificate is checked against, reloaded on SIGHUP
+//!   and when the file changes, applied to live connections too, failing closed when expired.
 //! - `server`: the quinn shell: accept, identify, frame, time out, shut down gracefully.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint (`[metrics] listen`).
 //!
@@ -30,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod metrics;
+pub mod revocation;
 mod server;
 pub mod store;
 
@@ -43,6 +46,7 @@ use tracing::Instrument;
 
 pub use config::{Limits, MetricsConfig, NodeConfig, StoreBackend};
 pub use error::{Error, Result};
+pub use revocation::CrlStatus;
 
 /// How long [`Node::shutdown`] waits for closed connections to drain before giving up on
 /// telling stragglers: the shares are already durable, this only spares peers a timeout.
@@ -62,6 +66,7 @@ pub struct Node {
     metrics: Arc<metrics::Metrics>,
     metrics_addr: Option<SocketAddr>,
     metrics_server: Option<JoinHandle<()>>,
+    revocation: Arc<revocation::Revocation>,
 }
 
 /// The key that signs QUIC stateless resets, derived from the node's private key so that it
@@ -107,9 +112,10 @@ impl Node {
     /// port in use) is returned before anything is served.
     pub async fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
-        // Cheapest and most often wrong first: identity and TLS, then the store (which refuses
-        // a data directory of another index), and only then the socket.
-        let server_config = server::server_config(&config)?;
+        // Cheapest and most often wrong first: identity, CRL and TLS, then the store (which
+        // refuses a data directory of another index), and only then the socket.
+        let revocation = revocation::Initial::load(&config)?;
+        let server_config = server::server_config(&config.limits, revocation.tls_config()?)?;
         let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
         let bind_error = |source| Error::Bind {
             addr: config.listen,
@@ -118,7 +124,7 @@ impl Node {
         let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::new(stateless_reset_key(&config)?),
-            Some(server_config),
+            Some(server_config.clone()),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
@@ -135,6 +141,9 @@ impl Node {
             }
             None => (None, None),
         };
+        let (stop, stopped) = watch::channel(false);
+        let revocation =
+            Arc::new(revocation.serve(endpoint.clone(), server_config, stopped.clone()));
         let shared = Arc::new(server::Shared {
             metrics: Arc::clone(&metrics),
             handler: handler::Handler::new(config.id.clone(), config.index, store.clone()),
@@ -144,8 +153,8 @@ impl Node {
                     .min(Semaphore::MAX_PERMITS),
             ),
             limits: config.limits.clone(),
+            revocation: revocation.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
         let span = tracing::info_span!("node", id = %config.id, index = %config.index);
         let metrics_server = metrics_listener.map(|listener| {
             let serve = metrics::serve(
@@ -159,6 +168,8 @@ impl Node {
         let accept_loop = tokio::spawn(
             server::accept_loop(endpoint.clone(), shared, stopped).instrument(span.clone()),
         );
+        let poll = (config.crl_poll_ms > 0).then(|| Duration::from_millis(config.crl_poll_ms));
+        tokio::spawn(revocation.clone().watch(poll).instrument(span.clone()));
         span.in_scope(
             || tracing::info!(%local_addr, backend = ?config.store.backend, metrics = ?metrics_addr, "node listening"),
         );
@@ -172,6 +183,7 @@ impl Node {
             metrics,
             metrics_addr,
             metrics_server,
+            revocation,
         })
     }
 
@@ -185,6 +197,15 @@ impl Node {
     /// [`set_audit_head`](metrics::Metrics::set_audit_head), repair's backlog).
     pub fn metrics(&self) -> &Arc<metrics::Metrics> {
         &self.metrics
+    }
+
+    /// Reads the CRL file again and enforces it at once: new handshakes use it, and live
+    /// connections whose certificate it refuses are closed (what SIGHUP does). An unusable file
+    /// leaves the previous CRL in force and is returned as an error; `Ok(None)` means no CRL is
+    /// configured.
+    pub fn reload_crl(&self) -> Result<Option<CrlStatus>> {
+        let _entered = tracing::info_span!("node", id = %self.id).entered();
+        self.revocation.reload("reload requested")
     }
 
     /// The address the endpoint is bound to (the real port when configured with port 0).

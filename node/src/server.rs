@@ -8,20 +8,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bunsan_client::tls::{quic_server_config, server_tls_config, Identity};
+use bunsan_client::tls::quic_server_config;
 use bunsan_protocol::frame::{self, FRAME_MAX_BYTES, PREFIX_BYTES};
 use bunsan_protocol::message::{ErrorCode, Request, Response};
-use bunsan_protocol::role::{PeerIdentity, Role};
+use bunsan_protocol::role::PeerIdentity;
 use quinn::{Connection, Endpoint, Incoming, ReadExactError, RecvStream, SendStream, VarInt};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{field, Instrument};
 
-use crate::config::{Limits, NodeConfig};
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::handler::{outcome, refuse, Handler};
+use crate::revocation::{Revocation, CLOSE_REVOKED};
 
 /// Connection close code: the node is shutting down.
 const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);
@@ -32,22 +32,13 @@ const STREAM_TIMEOUT: VarInt = VarInt::from_u32(1);
 /// Stream error code: the request frame is too large, so the node stopped reading it.
 const STREAM_TOO_LARGE: VarInt = VarInt::from_u32(2);
 
-/// Loads the node identity and builds the QUIC server configuration: Bunsan's TLS policy
-/// (from `bunsan_client::tls`) and the configured limits.
-pub(crate) fn server_config(config: &NodeConfig) -> Result<quinn::ServerConfig> {
-    let identity = Identity::from_files(&config.cert, &config.key, &config.ca)?;
-    if identity.role() != Role::Node {
-        return Err(Error::NotANodeCertificate {
-            path: config.cert.clone(),
-            role: identity.role(),
-        });
-    }
-    let crls = match &config.crl {
-        Some(path) => read_crls(path)?,
-        None => Vec::new(),
-    };
-    let mut server = quic_server_config(server_tls_config(&identity, crls)?)?;
-    let limits = &config.limits;
+/// Builds the QUIC server configuration: Bunsan's TLS policy (`tls`, from
+/// `bunsan_client::tls` with the node's CRL) and the configured limits.
+pub(crate) fn server_config(
+    limits: &Limits,
+    tls: rustls::ServerConfig,
+) -> Result<quinn::ServerConfig> {
+    let mut server = quic_server_config(tls)?;
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_concurrent_streams))
@@ -67,20 +58,6 @@ pub(crate) fn server_config(config: &NodeConfig) -> Result<quinn::ServerConfig> 
     Ok(server)
 }
 
-fn read_crls(path: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
-    let pem = std::fs::read(path).map_err(|source| Error::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })?;
-    CertificateRevocationListDer::pem_slice_iter(&pem)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config {
-            path: path.to_owned(),
-            reason: format!("not a PEM certificate revocation list: {e}"),
-        })
-}
-
 /// What every connection task shares.
 pub(crate) struct Shared {
     pub(crate) handler: Handler,
@@ -88,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// Permits are bytes of request bodies being buffered (see `max_inflight_request_bytes`).
     pub(crate) inflight_bytes: Semaphore,
+    /// The CRL in force, and the live connections it is applied to on every reload.
+    pub(crate) revocation: Arc<Revocation>,
 }
 
 /// Accepts connections until `shutdown` turns true, then stops accepting, lets every
@@ -161,6 +140,15 @@ async fn serve_connection(
     let span = tracing::Span::current();
     span.record("peer", peer.name.as_str());
     span.record("role", peer.role.as_str());
+    // Held until the connection ends: a CRL reload closes it if its certificate is revoked.
+    let _admitted = match shared.revocation.admit(&connection, &peer) {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            tracing::warn!(%reason, "connection refused: certificate no longer accepted");
+            connection.close(CLOSE_REVOKED, reason.as_bytes());
+            return;
+        }
+    };
     tracing::debug!("connection established");
     let mut requests = JoinSet::new();
     let shutting_down = loop {

@@ -4,9 +4,11 @@
 //! `bunsan-node` daemon built into this package) on 127.0.0.1 with free ports and a temporary
 //! directory, and talks to them through the real client SDK.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use bunsan_client::{Client, ClientOptions};
+use bunsan_client::{Client, ClientOptions, Identity};
 use bunsan_cluster::init::InitOptions;
 use bunsan_cluster::local::{LocalCluster, LocalOptions};
 use bunsan_protocol::{Purpose, RecordKey};
@@ -60,6 +62,38 @@ pub fn client_with_timeout(
     cluster
         .client_for(name, options)
         .expect("the standard identities exist")
+}
+
+/// A client of `cluster` under the identity in `dir` (any identity directory: a client's, a
+/// node's, or one from another cluster), with the same short deadline as [`client`].
+pub fn client_from_dir(cluster: &LocalCluster, dir: &Path) -> Client {
+    let identity = Identity::load(dir).expect("a readable identity");
+    let options = ClientOptions {
+        timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    Client::new(cluster.manifest().clone(), identity, options).expect("a client")
+}
+
+/// Runs `check` every 100 ms until it returns `Some`, and returns that; panics naming `what`
+/// once `limit` has passed. For effects that nodes apply asynchronously (a CRL reload).
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not within {} ms",
+            limit.as_millis()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A record key from a literal.
