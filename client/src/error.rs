@@ -158,6 +158,43 @@ pub enum Error {
         /// What came back.
         got: String,
     },
+    // The SS-MIX2 collector (`crate::ssmix2`).
+    /// A local file or directory operation of a collector failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was attempted ("read", "create", "rename", ...).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The pseudonym key file is missing, malformed or readable by others.
+    #[error("pseudonym key {path}: {reason}")]
+    PseudonymKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file in an SS-MIX2 tree does not follow the standardized storage layout or naming.
+    #[error("{path} is not an SS-MIX2 standardized storage document: {reason}")]
+    NotSsmix2 {
+        /// The file, relative to the storage root.
+        path: PathBuf,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// The collector's state file is damaged or of an unknown format.
+    #[error("state file {path} line {line}: {reason}")]
+    StateFile {
+        /// The state file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
 }
 
 impl Error {

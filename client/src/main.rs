@@ -5,6 +5,7 @@
 //! bunsan get KEY --purpose TEXT [-o FILE]  rebuild a record (reader)
 //! bunsan rm KEY                            delete a record (admin)
 //! bunsan ls [PREFIX]                       list records (admin)
+//! bunsan completions bash|zsh|fish         print a shell completion script
 //! ```
 //! The cluster manifest comes from `--cluster FILE` or `BUNSAN_CLUSTER`, the identity
 //! (a directory with cert.pem, key.pem, ca.pem) from `--identity DIR` or `BUNSAN_IDENTITY`.
@@ -18,10 +19,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bunsan_client::logging::{self, LogFormat};
 use bunsan_client::{Client, ClientOptions, Identity};
 use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::{Purpose, RecordKey};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 
 /// Store and rebuild records in a Bunsan cluster: every record is split k-of-n on this machine,
 /// one share per node; no node ever sees the record.
@@ -37,6 +40,9 @@ struct Cli {
     /// Deadline of one operation across all nodes, in seconds.
     #[arg(long, default_value_t = 30, global = true, value_name = "SECONDS")]
     timeout: u64,
+    /// Log line format (logs go to standard error; RUST_LOG filters, default warn).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +83,15 @@ enum Command {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Print a shell completion script to standard output (needs no cluster or identity).
+    ///
+    /// bash: `bunsan completions bash > ~/.local/share/bash-completion/completions/bunsan`;
+    /// zsh: write it as `_bunsan` into a directory on $fpath;
+    /// fish: `bunsan completions fish > ~/.config/fish/completions/bunsan.fish`.
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
 }
 
 /// Exit code when the cluster refused the identity (sysexits' EX_NOPERM), so scripts can tell
@@ -85,14 +100,12 @@ const EXIT_REFUSED: u8 = 77;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format, "warn");
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "bunsan", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let client = match connect(&cli) {
         Ok(client) => client,
         Err(error) => return report(&error),
@@ -197,6 +210,8 @@ async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
                 receipt.acked.len()
             );
         }
+        // Answered in `main`, before a cluster and identity are needed.
+        Command::Completions { .. } => {}
         Command::Ls { prefix } => {
             let mut stdout = std::io::stdout().lock();
             for record in client.list(&prefix).await? {
@@ -209,4 +224,26 @@ async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_cover_every_subcommand() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bunsan", &mut script);
+            let script = String::from_utf8(script).expect("utf-8");
+            for subcommand in ["put", "get", "rm", "ls", "completions"] {
+                assert!(script.contains(subcommand), "{shell}: {subcommand}");
+            }
+        }
+    }
 }

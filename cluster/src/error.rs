@@ -60,8 +60,13 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
-    /// Consecutive ports from the base port would run past 65535.
-    #[error("{nodes} nodes from base port {base_port} run past port 65535")]
+    /// Consecutive ports from the base port, or their metrics ports
+    /// ([`METRICS_PORT_OFFSET`](crate::init::METRICS_PORT_OFFSET) above them), would run past
+    /// 65535.
+    #[error(
+        "{nodes} nodes from base port {base_port} run past port 65535 (metrics ports are {} above)",
+        crate::init::METRICS_PORT_OFFSET
+    )]
     PortsOutOfRange {
         /// The first port asked for.
         base_port: u16,

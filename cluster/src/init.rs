@@ -5,7 +5,7 @@
 //! directory per node, a first (empty) CRL that every node enforces, the four standard client
 //! identities, and finally `cluster.toml`, so a directory with a manifest is a complete one.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use bunsan_protocol::manifest::{Manifest, NodeEntry};
@@ -20,6 +20,11 @@ use crate::pki::{ClusterCa, Validity};
 
 /// The port node 1 listens on by default; node i listens on `DEFAULT_BASE_PORT + i - 1`.
 pub const DEFAULT_BASE_PORT: u16 = 7101;
+
+/// How far above its QUIC (UDP) port a node's metrics endpoint (TCP) listens when ports are
+/// consecutive: 7101 → 9101. A fixed offset lets an operator tell a node's metrics port from
+/// its service port at a glance, and keeps both ranges apart for firewall rules.
+pub const METRICS_PORT_OFFSET: u16 = 2000;
 
 /// The client identities every new cluster gets, each named after its role.
 pub const STANDARD_CLIENT_ROLES: [Role; 4] =
@@ -36,8 +41,9 @@ pub struct InitOptions {
     pub threshold: u8,
     /// W: acknowledgements a write needs; `None` means n.
     pub write_quorum: Option<u8>,
-    /// The port of node 1 on 127.0.0.1; node i gets `base_port + i - 1`. 0 picks a free UDP
-    /// port for every node (for tests that run in parallel).
+    /// The port of node 1 on 127.0.0.1; node i gets `base_port + i - 1`, and its metrics
+    /// endpoint `METRICS_PORT_OFFSET` above that. 0 picks free ports (UDP for the service, TCP
+    /// for metrics) for every node, for tests that run in parallel.
     pub base_port: u16,
 }
 
@@ -66,6 +72,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Manifest> {
     // k and n first: a typed error for k > n, and a bound on n before it is used as an index.
     let scheme = Scheme::new(options.threshold, options.nodes)?;
     let ports = node_ports(options.base_port, options.nodes)?;
+    let metrics_ports = metrics_ports(options.base_port, options.nodes)?;
     let nodes = (1..=scheme.shares())
         .zip(ports)
         .map(|(index, port)| {
@@ -87,14 +94,18 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Manifest> {
 
     let ca = ClusterCa::generate(&manifest.name)?;
     ca.write(&layout.ca_dir())?;
-    for node in &manifest.nodes {
+    for (node, metrics_port) in manifest.nodes.iter().zip(metrics_ports) {
         let index = node.index.get();
         let node_dir = layout.node_dir(index);
         ca.issue(Role::Node, &node.id)?.write(&node_dir, &ca)?;
         create_private_dir(&layout.node_data_dir(index))?;
         // Every address in an `init` manifest is the node's own listening address.
         let listen = node.addresses[0];
-        let config = NodeConfig::standard(&node.id, index, listen).to_toml()?;
+        // Metrics on loopback only: the endpoint has no authentication (docs/CONFIGURATION.md).
+        let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port));
+        let config = NodeConfig::standard(&node.id, index, listen)
+            .with_metrics(metrics)
+            .to_toml()?;
         write_new_file(
             &layout.node_config_path(index),
             config.as_bytes(),
@@ -181,6 +192,32 @@ fn node_ports(base_port: u16, nodes: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// The metrics (TCP) ports of n nodes: `METRICS_PORT_OFFSET` above consecutive service
+/// ports, or free ones chosen by the OS when `base_port` is 0 (held until all are bound, as in
+/// [`node_ports`]).
+fn metrics_ports(base_port: u16, nodes: usize) -> Result<Vec<u16>> {
+    if base_port != 0 {
+        let first = usize::from(base_port) + usize::from(METRICS_PORT_OFFSET);
+        if first + nodes.saturating_sub(1) > usize::from(u16::MAX) {
+            return Err(Error::PortsOutOfRange { base_port, nodes });
+        }
+        return Ok((0..nodes).map(|i| (first + i) as u16).collect());
+    }
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let listeners = (0..nodes)
+        .map(|_| TcpListener::bind(loopback).map_err(io_err("bind a TCP socket on", "127.0.0.1:0")))
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|listener| {
+            listener
+                .local_addr()
+                .map(|addr| addr.port())
+                .map_err(io_err("read the address of a TCP socket on", "127.0.0.1:0"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -229,6 +266,8 @@ mod tests {
             assert_eq!(config.id, node.id);
             assert_eq!(config.listen, node.addresses[0]);
             assert_eq!(config.crl.as_deref(), Some(Path::new("crl.pem")));
+            let metrics = config.metrics.expect("init configures metrics");
+            assert!(metrics.listen.ip().is_loopback());
             let identity = bunsan_client::Identity::load(&node_dir).expect("node identity");
             assert_eq!(identity.peer().name, node.id);
             assert_eq!(identity.role(), Role::Node);
@@ -311,6 +350,16 @@ mod tests {
             node_ports(65533, 3).expect("ports"),
             vec![65533, 65534, 65535]
         );
+        assert_eq!(
+            metrics_ports(7101, 3).expect("ports"),
+            vec![9101, 9102, 9103]
+        );
+        assert!(matches!(
+            metrics_ports(63535, 2),
+            Err(Error::PortsOutOfRange { .. })
+        ));
+        let free = metrics_ports(0, 8).expect("ports");
+        assert_eq!(free.iter().collect::<BTreeSet<_>>().len(), 8);
     }
 
     #[test]

@@ -168,6 +168,9 @@ impl ClusterLayout {
 /// ca = "ca.pem"
 /// crl = "crl.pem"
 /// cluster = "../../cluster.toml"
+///
+/// [metrics]
+/// listen = "127.0.0.1:9101"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
@@ -191,6 +194,16 @@ pub struct NodeConfig {
     /// The cluster manifest, so the node knows its peers (repair, refresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<PathBuf>,
+    /// The metrics endpoint, if any (the `[metrics]` table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSection>,
+}
+
+/// The `[metrics]` table of `node.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsSection {
+    /// The TCP address the node serves `GET /metrics` on.
+    pub listen: SocketAddr,
 }
 
 impl NodeConfig {
@@ -206,6 +219,15 @@ impl NodeConfig {
             ca: IDENTITY_CA_FILE.into(),
             crl: Some(CRL_FILE.into()),
             cluster: Some(Path::new("..").join("..").join(MANIFEST_FILE)),
+            metrics: None,
+        }
+    }
+
+    /// The same configuration with a metrics endpoint on `listen`.
+    pub fn with_metrics(self, listen: SocketAddr) -> Self {
+        Self {
+            metrics: Some(MetricsSection { listen }),
+            ..self
         }
     }
 
@@ -289,6 +311,17 @@ mod tests {
         assert_eq!(text, expected);
         let back: NodeConfig = toml::from_str(&text).expect("parse");
         assert_eq!(back, NodeConfig::standard("node-1", 1, addr));
+
+        let metrics: SocketAddr = "127.0.0.1:9101".parse().expect("addr");
+        let with_metrics = NodeConfig::standard("node-1", 1, addr).with_metrics(metrics);
+        let text = with_metrics.to_toml().expect("toml");
+        assert!(
+            text.ends_with("\n[metrics]\nlisten = \"127.0.0.1:9101\"\n"),
+            "{text}"
+        );
+        // What init writes is what the node reads.
+        let node = bunsan_node::NodeConfig::from_toml(&text, Path::new("/n")).expect("node");
+        assert_eq!(node.metrics.map(|m| m.listen), Some(metrics));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! - [`local`]: running a cluster as child processes ([`LocalCluster`]), which integration
 //!   tests use too.
 //! - [`ops`]: `down` and `status` for a cluster that another process started.
+//! - [`status`]: the `status` table and JSON (versions, counts, audit head, lag).
 //! - [`demo`](mod@demo): the narrated end-to-end demonstration.
 //!
 //! What this crate does not do: it never sees a record's plaintext except in the demo (as the
@@ -45,6 +46,7 @@ pub mod ops;
 pub mod pki;
 pub mod refresh;
 pub mod repair;
+pub mod status;
 
 pub use crl::{renew as renew_crl, revoke, CrlWindow, RevocationReason};
 pub use demo::{demo, DemoOptions, DemoReport};

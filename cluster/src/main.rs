@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bunsan_client::logging::{self, LogFormat};
 use bunsan_cluster::crl::{PublishedCrl, CRL_VALIDITY_DAYS};
 use bunsan_cluster::drill::{DrillOptions, NodeControl};
 use bunsan_cluster::local::{LocalOptions, STOP_GRACE};
@@ -17,13 +18,25 @@ use bunsan_cluster::{init::DEFAULT_BASE_PORT, DemoOptions, InitOptions, LocalClu
 use bunsan_cluster::{CrlWindow, RevocationReason};
 use bunsan_protocol::role::Role;
 use clap::builder::PossibleValuesParser;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Create, run and inspect Bunsan clusters: k-of-n secret-shared record stores.
+///
+/// A cluster directory (DIR) holds the manifest (cluster.toml), the CA, one directory per
+/// node and the client identities; every command takes it as its first argument.
 #[derive(Debug, Parser)]
-#[command(name = "bunsan-cluster", version, about, long_about = None)]
+#[command(
+    name = "bunsan-cluster",
+    version,
+    after_help = "Run `bunsan-cluster demo` for a narrated tour. \
+                  Operations guide: docs/OPERATIONS.md; configuration: docs/CONFIGURATION.md."
+)]
 struct Cli {
+    /// Log line format (logs go to standard error; RUST_LOG filters, default warn).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,7 +57,8 @@ enum Command {
         /// k: how many shares rebuild a record (fewer reveal nothing).
         #[arg(long, default_value_t = 3)]
         threshold: u8,
-        /// Port of node 1 on 127.0.0.1; node I listens on BASE_PORT + I - 1. 0 picks free ports.
+        /// UDP port of node 1 on 127.0.0.1; node I listens on BASE_PORT + I - 1 and serves
+        /// metrics on TCP port BASE_PORT + 2000 + I - 1. 0 picks free ports.
         #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
         base_port: u16,
         /// W: nodes that must store a write before it succeeds, k+1..=n [default: n].
@@ -119,12 +133,19 @@ enum Command {
         /// The cluster directory.
         dir: PathBuf,
     },
-    /// Show each node's state, record and tombstone counts, and stored bytes.
+    /// Show every node: up or down, software version, records, tombstones, bytes, audit
+    /// head and lag.
     ///
-    /// Exits with status 1 if any node does not answer.
+    /// LAG is how many record versions a node holds fewer than the most complete node (a
+    /// count, not a key-by-key comparison). AUDIT HEAD shows "-" until nodes keep an audit
+    /// log. Asks with the admin identity in DIR/clients/admin. Exits with status 1 if any node
+    /// does not answer.
     Status {
         /// The cluster directory.
         dir: PathBuf,
+        /// Print JSON (one object with a "nodes" array) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Find missing, stale and damaged shares on every node and regenerate them.
     ///
@@ -199,6 +220,15 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print a shell completion script to standard output.
+    ///
+    /// bash: `bunsan-cluster completions bash > ~/.local/share/bash-completion/completions/bunsan-cluster`;
+    /// zsh: write it as `_bunsan-cluster` into a directory on $fpath;
+    /// fish: `bunsan-cluster completions fish > ~/.config/fish/completions/bunsan-cluster.fish`.
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
 }
 
 fn main() -> Result<ExitCode> {
@@ -233,14 +263,8 @@ fn embedded_nodes(options: LocalOptions) -> LocalOptions {
 }
 
 async fn async_main() -> Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format, "warn");
     match cli.command {
         Command::Init {
             dir,
@@ -344,12 +368,16 @@ async fn async_main() -> Result<ExitCode> {
                 println!("{}  pid {pid}  {outcome}", node.id);
             }
         }
-        Command::Status { dir } => {
-            let reports = ops::status(&dir).await?;
-            print!("{}", ops::render_status_table(&reports));
-            let down = reports.iter().filter(|r| r.status.is_err()).count();
-            if down > 0 {
-                eprintln!("{down} of {} nodes down", reports.len());
+        Command::Status { dir, json } => {
+            let status = bunsan_cluster::status::collect(&dir).await?;
+            if json {
+                println!("{}", status.to_json());
+            } else {
+                print!("{}", status.render_table());
+            }
+            if !status.all_up() {
+                let down = status.nodes.iter().filter(|node| !node.up).count();
+                eprintln!("{down} of {} nodes down", status.nodes.len());
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -433,6 +461,14 @@ async fn async_main() -> Result<ExitCode> {
             if !report.ok {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "bunsan-cluster",
+                &mut std::io::stdout(),
+            );
         }
         Command::Demo {
             nodes,
@@ -561,4 +597,34 @@ async fn up(dir: PathBuf, detach: bool) -> Result<()> {
     cluster.stop().await.context("cannot stop every node")?;
     println!("all nodes stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_cover_every_subcommand() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bunsan-cluster", &mut script);
+            let script = String::from_utf8(script).expect("utf-8");
+            for subcommand in [
+                "init",
+                "issue",
+                "up",
+                "down",
+                "status",
+                "demo",
+                "completions",
+            ] {
+                assert!(script.contains(subcommand), "{shell}: {subcommand}");
+            }
+        }
+    }
 }

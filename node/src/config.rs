@@ -19,7 +19,11 @@
 //! max_inflight_request_bytes = 1073741824
 //! [store]
 //! backend = "sled"         # "sled" (default) or "memory"
+//! [metrics]                # optional: no [metrics] table, no metrics endpoint
+//! listen = "127.0.0.1:9101"
 //! ```
+//!
+//! docs/CONFIGURATION.md describes every key, its default and why.
 //!
 //! Relative paths are resolved against the directory holding the file, so a node directory
 //! can be moved as a whole. Unknown keys are an error: a misspelt limit must not silently fall
@@ -71,6 +75,18 @@ pub struct NodeConfig {
     /// Which store backend keeps the shares.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The Prometheus metrics endpoint; none unless configured.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The `[metrics]` table: where the node serves `GET /metrics` (plain HTTP, no
+/// authentication, so a loopback or management-network address).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The TCP address the metrics endpoint binds.
+    pub listen: SocketAddr,
 }
 
 fn default_crl_poll_ms() -> u64 {
@@ -160,6 +176,7 @@ impl NodeConfig {
             cluster: None,
             limits: Limits::default(),
             store: StoreConfig::default(),
+            metrics: None,
         }
     }
 
@@ -258,6 +275,8 @@ max_connections = 8
 request_timeout_ms = 1000
 [store]
 backend = "memory"
+[metrics]
+listen = "127.0.0.1:9101"
 "#;
 
     #[test]
@@ -277,6 +296,8 @@ backend = "memory"
         assert_eq!(config.limits.request_timeout_ms, 1000);
         assert_eq!(config.limits.idle_timeout_ms, 60_000, "defaulted");
         assert_eq!(config.store.backend, StoreBackend::Memory);
+        let metrics = config.metrics.expect("metrics table");
+        assert_eq!(metrics.listen, "127.0.0.1:9101".parse().expect("addr"));
     }
 
     #[test]
@@ -288,6 +309,7 @@ backend = "memory"
         assert_eq!(config.store.backend, StoreBackend::Sled);
         assert_eq!(config.crl, None);
         assert_eq!(config.crl_poll_ms, 1000);
+        assert_eq!(config.metrics, None);
         let built = NodeConfig::in_dir(
             "node-2",
             ShareIndex::new(2).expect("index"),
@@ -305,6 +327,10 @@ backend = "memory"
             DOCUMENTED.replace("max_connections", "max_conections"),
             DOCUMENTED.replace("backend", "engine"),
             DOCUMENTED.replace("\"memory\"", "\"rocksdb\""),
+            DOCUMENTED.replace(
+                "listen = \"127.0.0.1:9101\"",
+                "address = \"127.0.0.1:9101\"",
+            ),
         ] {
             let err = NodeConfig::from_toml(&typo, Path::new("")).expect_err("typo accepted");
             assert!(matches!(err, Error::Config { .. }), "{err}");

@@ -25,6 +25,7 @@
 //!   contribution; the target sums k of them into its share (no node ever holds more than its
 //!   own share); a refresh deals a sharing of zero between the nodes and switches epochs on
 //!   commit. Peers come from the manifest (`node.toml` key `cluster`).
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint (`[metrics] listen`).
 //!
 //! Not here: splitting and combining (that is the client's job; a node only ever holds one
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 mod peers;
 mod refresh;
 mod repair;
@@ -49,7 +51,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-pub use config::{Limits, NodeConfig, StoreBackend};
+pub use config::{Limits, MetricsConfig, NodeConfig, StoreBackend};
 pub use error::{Error, Result};
 pub use revocation::CrlStatus;
 
@@ -68,6 +70,9 @@ pub struct Node {
     store: Arc<dyn store::ShareStore>,
     stop: watch::Sender<bool>,
     accept_loop: Option<JoinHandle<()>>,
+    metrics: Arc<metrics::Metrics>,
+    metrics_addr: Option<SocketAddr>,
+    metrics_server: Option<JoinHandle<()>>,
     revocation: Arc<revocation::Revocation>,
 }
 
@@ -85,6 +90,18 @@ fn stateless_reset_key(config: &NodeConfig) -> Result<Arc<dyn quinn::crypto::Hma
         aws_lc_rs::hmac::HMAC_SHA256,
         &secret,
     )))
+}
+
+/// Binds the metrics endpoint's TCP socket now, so that a taken port fails the start like a
+/// taken QUIC port does, instead of a node that runs without its metrics.
+/// Returns the listener and the address it is bound to.
+fn metrics_listener(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let bind_error = |source| Error::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 impl std::fmt::Debug for Node {
@@ -127,10 +144,19 @@ impl Node {
         if let Some(manifest) = &config.cluster {
             handler = handler.with_peers(Arc::new(peers::Peers::load(&config, manifest)?));
         }
+        let metrics = Arc::new(metrics::Metrics::new(&config.id, config.index));
+        let (metrics_listener, metrics_addr) = match &config.metrics {
+            Some(metrics_config) => {
+                let (listener, addr) = metrics_listener(metrics_config.listen)?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
         let (stop, stopped) = watch::channel(false);
         let revocation =
             Arc::new(revocation.serve(endpoint.clone(), server_config, stopped.clone()));
         let shared = Arc::new(server::Shared {
+            metrics: Arc::clone(&metrics),
             handler,
             inflight_bytes: Semaphore::new(
                 usize::try_from(config.limits.max_inflight_request_bytes)
@@ -141,13 +167,22 @@ impl Node {
             revocation: revocation.clone(),
         });
         let span = tracing::info_span!("node", id = %config.id, index = %config.index);
+        let metrics_server = metrics_listener.map(|listener| {
+            let serve = metrics::serve(
+                listener,
+                Arc::clone(&metrics),
+                store.clone(),
+                stopped.clone(),
+            );
+            tokio::spawn(serve.instrument(span.clone()))
+        });
         let accept_loop = tokio::spawn(
             server::accept_loop(endpoint.clone(), shared, stopped).instrument(span.clone()),
         );
         let poll = (config.crl_poll_ms > 0).then(|| Duration::from_millis(config.crl_poll_ms));
         tokio::spawn(revocation.clone().watch(poll).instrument(span.clone()));
         span.in_scope(
-            || tracing::info!(%local_addr, backend = ?config.store.backend, "node listening"),
+            || tracing::info!(%local_addr, backend = ?config.store.backend, metrics = ?metrics_addr, "node listening"),
         );
         Ok(Node {
             id: config.id,
@@ -156,8 +191,23 @@ impl Node {
             store,
             stop,
             accept_loop: Some(accept_loop),
+            metrics,
+            metrics_addr,
+            metrics_server,
             revocation,
         })
+    }
+
+    /// Where the metrics endpoint listens (the real port when configured with port 0), if
+    /// `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The node's metrics, for the subsystems that publish into them (the audit log's
+    /// [`set_audit_head`](metrics::Metrics::set_audit_head), repair's backlog).
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
     }
 
     /// Reads the CRL file again and enforces it at once: new handshakes use it, and live
@@ -182,6 +232,11 @@ impl Node {
         if let Some(accept_loop) = self.accept_loop.take() {
             if let Err(e) = accept_loop.await {
                 tracing::error!(error = %e, "the accept loop failed");
+            }
+        }
+        if let Some(metrics_server) = self.metrics_server.take() {
+            if let Err(e) = metrics_server.await {
+                tracing::error!(error = %e, "the metrics endpoint failed");
             }
         }
         self.endpoint

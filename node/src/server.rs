@@ -61,6 +61,7 @@ pub(crate) fn server_config(
 /// What every connection task shares.
 pub(crate) struct Shared {
     pub(crate) handler: Handler,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) limits: Limits,
     /// Permits are bytes of request bodies being buffered (see `max_inflight_request_bytes`).
     pub(crate) inflight_bytes: Semaphore,
@@ -135,6 +136,7 @@ async fn serve_connection(
             return;
         }
     };
+    let _open = shared.metrics.connection_opened();
     let span = tracing::Span::current();
     span.record("peer", peer.name.as_str());
     span.record("role", peer.role.as_str());
@@ -209,8 +211,19 @@ async fn serve_stream(
 ) {
     let started = Instant::now();
     let timeout = Duration::from_millis(shared.limits.request_timeout_ms);
-    let exchange = exchange(&mut send, &mut recv, &peer, &shared);
-    match tokio::time::timeout(timeout, exchange).await {
+    // Set by `exchange` once the frame decoded; metrics label requests that never did so.
+    let mut action = "undecoded";
+    let exchange = exchange(&mut send, &mut recv, &peer, &shared, &mut action);
+    let result = tokio::time::timeout(timeout, exchange).await;
+    let outcome = match &result {
+        Ok(Ok(outcome)) => *outcome,
+        Ok(Err(_)) => "stream-failed",
+        Err(_) => "timeout",
+    };
+    shared
+        .metrics
+        .observe_request(action, peer.role, outcome, started.elapsed());
+    match result {
         Ok(Ok(outcome)) => {
             let duration_ms = started.elapsed().as_millis() as u64;
             tracing::info!(outcome, duration_ms, "request served");
@@ -236,6 +249,7 @@ async fn exchange(
     recv: &mut RecvStream,
     peer: &PeerIdentity,
     shared: &Shared,
+    action: &mut &'static str,
 ) -> std::result::Result<&'static str, StreamError> {
     let mut prefix = [0u8; PREFIX_BYTES];
     if let Some(early) = read_frame_part(recv, &mut prefix).await? {
@@ -263,6 +277,7 @@ async fn exchange(
     let response = match frame::decode_body::<Request>(&body, "request") {
         Ok(request) => {
             drop(body);
+            *action = request.action();
             tracing::Span::current().record("action", request.action());
             shared.handler.handle(peer, request).await
         }

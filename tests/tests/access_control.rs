@@ -407,9 +407,10 @@ async fn sighup_reloads_the_crl() {
     // Polling off: only SIGHUP can make these nodes read their CRL again.
     for index in 1..=3 {
         let path = dir.path().join(format!("nodes/node-{index}/node.toml"));
-        let mut text = std::fs::read_to_string(&path).expect("node.toml");
-        text.push_str("crl_poll_ms = 0\n");
-        std::fs::write(&path, text).expect("write");
+        let text = std::fs::read_to_string(&path).expect("node.toml");
+        // First, not last: node.toml ends with its tables ([metrics]), and a key after a
+        // table header belongs to that table.
+        std::fs::write(&path, format!("crl_poll_ms = 0\n{text}")).expect("write");
     }
     let local = LocalOptions {
         node_binary: Some(NODE.into()),
