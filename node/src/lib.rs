@@ -8,7 +8,8 @@
 //! ```text
 //!  QUIC connection (mTLS, ALPN bunsan/1) ── peer certificate ──▶ PeerIdentity (role, name)
 //!    └─ bidi stream ─▶ server: u32 length ─▶ ≤ FRAME_MAX_BYTES? ─▶ body ─▶ Request
-//!         └─▶ Handler::handle: role allows action? ─▶ checks (index, tombstone, purpose)
+//!         └─▶ Handler::handle: role allows action? ─▶ checks (index, tombstone, purpose,
+//!               signature + writer certificate, commitment, sealed nonce)
 //!               └─▶ ShareStore (sled | memory): put-if-newer, durable before the answer
 //!         ◀── Response frame, stream finished
 //! ```
@@ -18,15 +19,21 @@
 //!   the conformance suite every backend passes.
 //! - [`handler`]: request → response, without sockets; where authorisation (and next, the
 //!   audit log) sits.
+//! - [`checks`]: envelope signature and commitment checks on put, commitment re-check on
+//!   every release (bitrot).
+//! - [`export`]: reads one share straight from a stopped node's store into a file that the
+//!   plain `sharks` crate can combine (docs/RECOVERY.md).
 //! - `server`: the quinn shell: accept, identify, frame, time out, shut down gracefully.
 //!
 //! Not here: splitting and combining (that is the client's job; a node only ever holds one
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
 //! `bunsan_client::tls`, shared by every endpoint).
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod handler;
 mod server;
 pub mod store;
@@ -77,6 +84,9 @@ impl Node {
         // Cheapest and most often wrong first: identity and TLS, then the store (which refuses
         // a data directory of another index), and only then the socket.
         let server_config = server::server_config(&config)?;
+        let identity =
+            bunsan_client::tls::Identity::from_files(&config.cert, &config.key, &config.ca)?;
+        let checks = checks::Checks::from_identity(&identity)?;
         let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
         let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
             Error::Bind {
@@ -89,7 +99,7 @@ impl Node {
             source,
         })?;
         let shared = Arc::new(server::Shared {
-            handler: handler::Handler::new(config.id.clone(), config.index, store.clone()),
+            handler: handler::Handler::new(config.id.clone(), config.index, store.clone(), checks),
             inflight_bytes: Semaphore::new(
                 usize::try_from(config.limits.max_inflight_request_bytes)
                     .unwrap_or(usize::MAX)
