@@ -38,7 +38,9 @@ pub struct ClientOptions {
     /// How long a QUIC handshake with one node may take.
     pub connect_timeout: Duration,
     /// Once a write has its quorum, how much longer to wait for the remaining nodes before
-    /// answering; stragglers keep going in the background until `timeout`.
+    /// answering; stragglers keep going in the background until `timeout`. Likewise, once a
+    /// get has its record, how much longer to keep checking the other nodes' shares, so that
+    /// lying or rotten nodes are reported in [`GetOutcome::bad_shares`].
     pub straggler_grace: Duration,
 }
 
@@ -270,18 +272,7 @@ impl Client {
             let reply = replies.recv().await;
             let last = reply.is_none();
             if let Some((position, reply)) = reply {
-                let node = self.transport.node(position);
-                let id = node.id.clone();
-                match reply {
-                    Ok(Response::Share(envelope)) => gather.add(id, node.index, envelope),
-                    Ok(Response::NotFound) => gather.not_found += 1,
-                    Ok(Response::Error(error)) => gather.failures.push(NodeFailure {
-                        node: id,
-                        reason: error.to_string(),
-                    }),
-                    Ok(other) => gather.failures.push(unexpected(id, "get", &other)),
-                    Err(failure) => gather.failures.push(failure),
-                }
+                self.absorb(&mut gather, position, reply);
             }
             if gather.heard() >= read_quorum || last {
                 match gather.decide(k, last) {
@@ -292,12 +283,25 @@ impl Client {
                         })
                     }
                     Some(Decision::Combine(version)) => match gather.rebuild(version) {
-                        Ok((rebuilt, sources)) => {
+                        Ok(rebuilt) => {
                             self.clock_observe(version);
+                            // Keep checking the other nodes' answers for a short grace, so a
+                            // lying or rotten node is reported even when its share was not
+                            // needed; then check the unneeded shares for consistency too.
+                            let grace = tokio::time::Instant::now() + self.options.straggler_grace;
+                            while !self.all_heard(&gather) {
+                                match tokio::time::timeout_at(grace, replies.recv()).await {
+                                    Ok(Some((position, reply))) => {
+                                        self.absorb(&mut gather, position, reply)
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            gather.audit(version);
                             return Ok(GetOutcome {
                                 version,
                                 data: rebuilt.record,
-                                sources,
+                                sources: gather.sources(version),
                                 failures: gather.failures,
                                 bad_shares: gather.bad,
                             });
@@ -330,6 +334,27 @@ impl Client {
             needed: k,
             failures: gather.all_failures(),
         })
+    }
+
+    /// Files one node's answer to a get.
+    fn absorb(
+        &self,
+        gather: &mut Gather<'_>,
+        position: usize,
+        reply: Result<Response, NodeFailure>,
+    ) {
+        let node = self.transport.node(position);
+        let id = node.id.clone();
+        match reply {
+            Ok(Response::Share(envelope)) => gather.add(id, node.index, envelope),
+            Ok(Response::NotFound) => gather.not_found += 1,
+            Ok(Response::Error(error)) => gather.failures.push(NodeFailure {
+                node: id,
+                reason: error.to_string(),
+            }),
+            Ok(other) => gather.failures.push(unexpected(id, "get", &other)),
+            Err(failure) => gather.failures.push(failure),
+        }
     }
 
     /// Whether every node has answered one way or another.

@@ -188,6 +188,70 @@ impl<'a> Gather<'a> {
             .map_err(|_| BadShareReason::BadCommitment)
     }
 
+    /// After a successful rebuild of `version`: checks the verified shares the rebuild did not
+    /// need (those that arrived later included) against the polynomial of the first k good
+    /// ones, so that a writer's inconsistent share is reported even when it was not needed.
+    pub(crate) fn audit(&mut self, version: Version) {
+        let (Some((header, _)), Some(group)) =
+            (self.verified.get(&version), self.versions.get(&version))
+        else {
+            return;
+        };
+        let threshold = header.scheme.threshold();
+        let good: Vec<Share> = group
+            .shares
+            .iter()
+            .filter(|s| !self.is_flagged(version, s.index()))
+            .cloned()
+            .collect();
+        if good.len() <= threshold.as_usize() {
+            return;
+        }
+        match bunsan_protocol::robust::disagreeing(&good, threshold) {
+            Ok(bad) => self.flag_inconsistent(version, &bad),
+            Err(e) => tracing::warn!(key = %self.key, %version, error = %e,
+                "cannot check the shares a rebuild did not need"),
+        }
+    }
+
+    /// The nodes whose verified shares of `version` were not found bad.
+    pub(crate) fn sources(&self, version: Version) -> Vec<String> {
+        let Some(group) = self.versions.get(&version) else {
+            return Vec::new();
+        };
+        group
+            .nodes
+            .iter()
+            .zip(&group.shares)
+            .filter(|(_, share)| !self.is_flagged(version, share.index()))
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
+    fn is_flagged(&self, version: Version, index: ShareIndex) -> bool {
+        self.bad
+            .iter()
+            .any(|b| b.version == version && b.index == index)
+    }
+
+    fn flag_inconsistent(&mut self, version: Version, indices: &[ShareIndex]) {
+        let Some(group) = self.versions.get(&version) else {
+            return;
+        };
+        let found: Vec<(String, ShareIndex)> = group
+            .nodes
+            .iter()
+            .zip(&group.shares)
+            .filter(|(_, share)| indices.contains(&share.index()))
+            .map(|(node, share)| (node.clone(), share.index()))
+            .collect();
+        for (node, index) in found {
+            if !self.is_flagged(version, index) {
+                self.reject(node, index, version, BadShareReason::Inconsistent);
+            }
+        }
+    }
+
     fn reject(
         &mut self,
         node: String,
@@ -264,13 +328,12 @@ impl<'a> Gather<'a> {
         }
     }
 
-    /// Rebuilds `version` from its verified shares; returns the record and the nodes whose
-    /// shares it rests on. Shares found inconsistent become bad shares; on failure the
-    /// attempt is remembered so it is retried only with more shares.
+    /// Rebuilds `version` from its verified shares. Shares found inconsistent become bad
+    /// shares; on failure the attempt is remembered so it is retried only with more shares.
     pub(crate) fn rebuild(
         &mut self,
         version: Version,
-    ) -> Result<(Reassembled, Vec<String>), bunsan_protocol::Error> {
+    ) -> Result<Reassembled, bunsan_protocol::Error> {
         let (Some((header, _)), Some(group)) =
             (self.verified.get(&version), self.versions.get_mut(&version))
         else {
@@ -278,19 +341,8 @@ impl<'a> Gather<'a> {
         };
         match dealing::reassemble(header, &group.shares) {
             Ok(rebuilt) => {
-                let mut sources = Vec::new();
-                let mut inconsistent = Vec::new();
-                for (node, share) in group.nodes.iter().zip(&group.shares) {
-                    if rebuilt.inconsistent.contains(&share.index()) {
-                        inconsistent.push((node.clone(), share.index()));
-                    } else {
-                        sources.push(node.clone());
-                    }
-                }
-                for (node, index) in inconsistent {
-                    self.reject(node, index, version, BadShareReason::Inconsistent);
-                }
-                Ok((rebuilt, sources))
+                self.flag_inconsistent(version, &rebuilt.inconsistent);
+                Ok(rebuilt)
             }
             Err(e) => {
                 group.tried = group.shares.len();

@@ -133,6 +133,36 @@ pub fn decode(shares: &[Share], threshold: Threshold) -> Result<Decoded> {
     Err(too_many())
 }
 
+/// The shares among `shares[k..]` that do not lie on the polynomial through the first k,
+/// compared whole at full speed.
+///
+/// For a reader that rebuilt the record from the first k shares (and checked it end to end)
+/// and wants to know whether the shares it did not need are consistent with it: a writer that
+/// dealt one bad share is then reported even when no decoding needed that share.
+pub fn disagreeing(shares: &[Share], threshold: Threshold) -> Result<Vec<ShareIndex>> {
+    let k = threshold.as_usize();
+    if shares.len() < k {
+        return Err(Error::NotEnoughShares {
+            found: shares.len(),
+            needed: k,
+        });
+    }
+    let (basis, rest) = shares.split_at(k);
+    let mut bad = Vec::new();
+    for share in rest {
+        if basis.iter().any(|b| b.index() == share.index()) {
+            return Err(Error::DuplicateShareIndex {
+                index: share.index().get(),
+            });
+        }
+        let predicted = interpolate_at(basis, share.index(), threshold)?;
+        if predicted.as_slice() != share.data() {
+            bad.push(share.index());
+        }
+    }
+    Ok(bad)
+}
+
 /// The share bytes at position `col`, as points (x, y).
 fn column(shares: &[Share], col: usize) -> Vec<(u8, u8)> {
     shares

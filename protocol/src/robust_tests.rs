@@ -58,6 +58,18 @@ fn one_error_too_many_is_refused() {
 }
 
 #[test]
+fn shares_beyond_the_basis_are_checked_whole() {
+    let secret = vec![7u8; 50];
+    let mut shares = dealt(&secret, 3, 6, 5);
+    let k = Threshold::new(3).expect("k");
+    assert_eq!(disagreeing(&shares, k), Ok(vec![]));
+    let mut data = shares[4].data().to_vec();
+    data[49] ^= 1;
+    shares[4] = Share::new(shares[4].index(), data);
+    assert_eq!(disagreeing(&shares, k), Ok(vec![shares[4].index()]));
+}
+
+#[test]
 fn exact_and_short_sets_behave() {
     let secret = b"abc".to_vec();
     let shares = dealt(&secret, 2, 2, 3);

@@ -4,6 +4,8 @@
 //! `bunsan-node` daemon built into this package) on 127.0.0.1 with free ports and a temporary
 //! directory, and talks to them through the real client SDK.
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 
 use bunsan_client::{Client, ClientOptions};

@@ -91,7 +91,14 @@ impl SledStore {
     #[doc(hidden)]
     pub fn insert_raw(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.shares.insert(key, value)?;
+        self.shares.flush()?;
         Ok(())
+    }
+
+    /// The raw stored bytes of `key`, unchecked: for corruption tests.
+    #[doc(hidden)]
+    pub fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.shares.get(key)?.map(|value| value.to_vec()))
     }
 }
 
