@@ -46,7 +46,8 @@ fn a_collector_signature_verifies_and_binds_every_field() {
     assert_eq!(writer.role, Role::Collector);
 
     let trust = pki.trust();
-    let tampered: Vec<Box<dyn Fn(&mut RecordHeader)>> = vec![
+    type Tamper = Box<dyn Fn(&mut RecordHeader)>;
+    let tampered: Vec<Tamper> = vec![
         Box::new(|h| h.commitments[2].0[0] ^= 1),
         Box::new(|h| h.record_len += 1),
         Box::new(|h| h.version.clock_micros += 1),

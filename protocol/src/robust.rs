@@ -252,12 +252,12 @@ fn solve(rows: &mut [Vec<u8>], unknowns: usize) -> Option<Vec<u8>> {
         for v in rows[r].iter_mut() {
             *v = gf256::mul(*v, scale);
         }
-        for i in 0..rows.len() {
-            if i != r && rows[i][c] != 0 {
-                let factor = rows[i][c];
-                for j in 0..=unknowns {
-                    let sub = gf256::mul(factor, rows[r][j]);
-                    rows[i][j] ^= sub;
+        let pivot = rows[r].clone();
+        for (i, row) in rows.iter_mut().enumerate() {
+            let factor = row[c];
+            if i != r && factor != 0 {
+                for (v, &p) in row.iter_mut().zip(&pivot) {
+                    *v ^= gf256::mul(factor, p);
                 }
             }
         }
