@@ -18,8 +18,10 @@ use bunsan_protocol::message::{
 use bunsan_protocol::role::{Action, PeerIdentity};
 use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
 use bunsan_protocol::{RecordKey, ShareIndex};
+use rustls_pki_types::UnixTime;
 use tracing::Span;
 
+use crate::checks::Checks;
 use crate::error::Error;
 use crate::store::ShareStore;
 
@@ -36,16 +38,24 @@ pub struct Handler {
     node_id: String,
     index: ShareIndex,
     store: Arc<dyn ShareStore>,
+    checks: Checks,
     started: Instant,
 }
 
 impl Handler {
-    /// A handler for node `node_id` holding share `index` in `store`.
-    pub fn new(node_id: impl Into<String>, index: ShareIndex, store: Arc<dyn ShareStore>) -> Self {
+    /// A handler for node `node_id` holding share `index` in `store`, checking envelopes
+    /// with `checks` (see [`crate::checks`]).
+    pub fn new(
+        node_id: impl Into<String>,
+        index: ShareIndex,
+        store: Arc<dyn ShareStore>,
+        checks: Checks,
+    ) -> Self {
         Self {
             node_id: node_id.into(),
             index,
             store,
+            checks,
             started: Instant::now(),
         }
     }
@@ -105,7 +115,10 @@ impl Handler {
                             envelope.index, self.index
                         ),
                     ),
-                    Ok(Some(envelope)) => Response::Share(envelope),
+                    Ok(Some(envelope)) => match Checks::release(&envelope) {
+                        Ok(()) => Response::Share(envelope),
+                        Err(refusal) => Response::Error(refusal),
+                    },
                     Ok(None) => Response::NotFound,
                     Err(e) => failure(&e),
                 }
@@ -144,6 +157,11 @@ impl Handler {
                     self.node_id, self.index, envelope.index
                 ),
             );
+        }
+        // The node reads the clock here, not in the protocol core: certificates must be valid
+        // now for a write to be accepted.
+        if let Err(refusal) = self.checks.admit(envelope, self.index, UnixTime::now()) {
+            return Response::Error(refusal);
         }
         match self.store.put(envelope).await {
             Ok(outcome) => Response::Stored(outcome),
@@ -238,6 +256,8 @@ pub fn outcome(response: &Response) -> &'static str {
             ErrorCode::Busy => "busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Corrupt => "corrupt",
+            ErrorCode::BadSignature => "bad-signature",
+            ErrorCode::BadCommitment => "bad-commitment",
         },
     }
 }

@@ -8,7 +8,8 @@
 //! ```text
 //!  QUIC connection (mTLS, ALPN bunsan/1) ── peer certificate ──▶ PeerIdentity (role, name)
 //!    └─ bidi stream ─▶ server: u32 length ─▶ ≤ FRAME_MAX_BYTES? ─▶ body ─▶ Request
-//!         └─▶ Handler::handle: role allows action? ─▶ checks (index, tombstone, purpose)
+//!         └─▶ Handler::handle: role allows action? ─▶ checks (index, tombstone, purpose,
+//!               signature + writer certificate, commitment, sealed nonce)
 //!               └─▶ ShareStore (sled | memory): put-if-newer, durable before the answer
 //!         ◀── Response frame, stream finished
 //! ```
@@ -20,6 +21,10 @@
 //!   audit log) sits.
 //! - [`revocation`]: the CRL every client certificate is checked against, reloaded on SIGHUP
 //!   and when the file changes, applied to live connections too, failing closed when expired.
+//! - [`checks`]: envelope signature and commitment checks on put, commitment re-check on
+//!   every release (bitrot).
+//! - [`export`]: reads one share straight from a stopped node's store into a file that the
+//!   plain `sharks` crate can combine (docs/RECOVERY.md).
 //! - `server`: the quinn shell: accept, identify, frame, time out, shut down gracefully.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint (`[metrics] listen`).
 //!
@@ -27,9 +32,11 @@
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
 //! `bunsan_client::tls`, shared by every endpoint).
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod handler;
 pub mod metrics;
 pub mod revocation;
@@ -116,6 +123,9 @@ impl Node {
         // refuses a data directory of another index), and only then the socket.
         let revocation = revocation::Initial::load(&config)?;
         let server_config = server::server_config(&config.limits, revocation.tls_config()?)?;
+        let identity =
+            bunsan_client::tls::Identity::from_files(&config.cert, &config.key, &config.ca)?;
+        let checks = checks::Checks::from_identity(&identity)?;
         let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
         let bind_error = |source| Error::Bind {
             addr: config.listen,
@@ -146,7 +156,7 @@ impl Node {
             Arc::new(revocation.serve(endpoint.clone(), server_config, stopped.clone()));
         let shared = Arc::new(server::Shared {
             metrics: Arc::clone(&metrics),
-            handler: handler::Handler::new(config.id.clone(), config.index, store.clone()),
+            handler: handler::Handler::new(config.id.clone(), config.index, store.clone(), checks),
             inflight_bytes: Semaphore::new(
                 usize::try_from(config.limits.max_inflight_request_bytes)
                     .unwrap_or(usize::MAX)

@@ -173,8 +173,15 @@ pub enum ErrorCode {
     Busy,
     /// The node could not complete the request (storage or audit failure); nothing was released.
     Unavailable,
-    /// Stored data failed a check (corruption); the share was not released.
+    /// Stored data failed a check (corruption, or a share that no longer matches its
+    /// commitment); the share was not released.
     Corrupt,
+    /// The envelope's header signature, writer certificate (chain to the cluster CA, role,
+    /// writer id) or version does not verify; nothing was written.
+    BadSignature,
+    /// The envelope's share does not match its signed commitment, or the nonce sealed to this
+    /// node does not open to the envelope's nonce; nothing was written.
+    BadCommitment,
 }
 
 /// A refusal or failure, with a human-readable explanation.

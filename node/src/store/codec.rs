@@ -24,7 +24,10 @@ use crate::error::{Error, Result};
 
 /// The stored value format this build writes and reads. A new layout gets a new number and a
 /// migration, never a silent reinterpretation.
-pub(crate) const STORE_VALUE_FORMAT: u8 = 1;
+///
+/// Format 2 holds envelope format 2 (signed header, commitments, nonce). Format 1 was never
+/// released, so there is no migration from it: a store of format 1 refuses to open.
+pub(crate) const STORE_VALUE_FORMAT: u8 = 2;
 
 const HEAD_BYTES: usize = 1 + 8 + 8 + 1 + 8 + 32;
 const TOMBSTONE_FLAG: u8 = 1;
@@ -186,20 +189,19 @@ pub(crate) fn decide(
 
 #[cfg(test)]
 mod tests {
-    use bunsan_protocol::{Scheme, ShareIndex};
+    use bunsan_protocol::ShareIndex;
 
     use super::*;
 
     fn envelope(clock: u64, payload: Vec<u8>) -> ShareEnvelope {
-        ShareEnvelope::data(
+        crate::store::conformance::sample_share(
             RecordKey::new("a/b").expect("key"),
             Version {
                 clock_micros: clock,
                 writer: WriterId(3),
             },
-            Scheme::new(2, 3).expect("scheme"),
             ShareIndex::new(1).expect("index"),
-            payload,
+            &payload,
         )
     }
 
