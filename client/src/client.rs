@@ -7,24 +7,28 @@
 //!   version: the highest version it has seen. A tombstone newer than every rebuildable version
 //!   means the record is deleted, even if older shares are still around.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope, RECORD_MAX_BYTES};
+use bunsan_protocol::dealing;
+use bunsan_protocol::envelope::RECORD_MAX_BYTES;
 use bunsan_protocol::hlc::HybridClock;
+use bunsan_protocol::integrity::{Signer, Trust};
 use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::message::{
-    ListEntry, NodeHealth, NodeStatus, PutOutcome, Request, Response, LIST_LIMIT_MAX,
+    ListEntry, NodeHealth, NodeStatus, Request, Response, LIST_LIMIT_MAX,
 };
-use bunsan_protocol::shamir::{self, Share};
 use bunsan_protocol::{Purpose, RecordKey, RequestId, Version};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, NodeFailure, Result};
+use crate::read::{BadShare, Decision, Gather};
 use crate::tls::Identity;
 use crate::transport::Transport;
+
+mod write;
 
 /// Time limits of a client.
 #[derive(Debug, Clone)]
@@ -35,7 +39,9 @@ pub struct ClientOptions {
     /// How long a QUIC handshake with one node may take.
     pub connect_timeout: Duration,
     /// Once a write has its quorum, how much longer to wait for the remaining nodes before
-    /// answering; stragglers keep going in the background until `timeout`.
+    /// answering; stragglers keep going in the background until `timeout`. Likewise, once a
+    /// get has its record, how much longer to keep checking the other nodes' shares, so that
+    /// lying or rotten nodes are reported in [`GetOutcome::bad_shares`].
     pub straggler_grace: Duration,
 }
 
@@ -75,10 +81,13 @@ pub struct GetOutcome {
     pub version: Version,
     /// The plaintext, wiped from memory when dropped.
     pub data: Zeroizing<Vec<u8>>,
-    /// Nodes whose shares were combined.
+    /// Nodes whose verified, consistent shares the record was rebuilt from.
     pub sources: Vec<String>,
     /// Nodes that failed or did not answer in time.
     pub failures: Vec<NodeFailure>,
+    /// Nodes that answered with a share that failed a check (each also logged as a `tracing`
+    /// warning). The record was rebuilt without them and passed its end-to-end check.
+    pub bad_shares: Vec<BadShare>,
 }
 
 /// One record in a cluster-wide listing.
@@ -100,6 +109,10 @@ pub struct Client {
     transport: Arc<Transport>,
     clock: std::sync::Mutex<HybridClock>,
     options: ClientOptions,
+    /// The cluster CA, to verify the writer signature of every envelope read.
+    trust: Trust,
+    /// The key headers are signed with, or why this identity cannot sign.
+    signer: std::result::Result<Signer, String>,
 }
 
 impl Client {
@@ -108,6 +121,8 @@ impl Client {
         let transport = Transport::new(&manifest, &identity, options.connect_timeout)?;
         Ok(Self {
             clock: std::sync::Mutex::new(HybridClock::new(identity.session_writer_id())),
+            trust: identity.trust()?,
+            signer: identity.signer().map_err(|e| e.to_string()),
             manifest,
             transport: Arc::new(transport),
             options,
@@ -119,8 +134,13 @@ impl Client {
         &self.manifest
     }
 
-    /// Splits `data` into n shares and stores share i on node i; succeeds once W nodes
-    /// acknowledged durably (the receipt lists any node that did not).
+    /// Splits `data` into n shares and stores share i on node i, with the header signed by
+    /// this identity (a collector); succeeds once W nodes acknowledged durably (the receipt
+    /// lists any node that did not).
+    ///
+    /// Before dealing, every node is connected to (or its cached connection reused) so that
+    /// each node's nonce can be sealed to the key of the certificate it presented; a node
+    /// unreachable then (within `connect_timeout`) gets no sealed nonce.
     pub async fn put(&self, key: &RecordKey, data: &[u8]) -> Result<PutReceipt> {
         if data.len() as u64 > RECORD_MAX_BYTES {
             return Err(Error::RecordTooLarge {
@@ -128,43 +148,43 @@ impl Client {
                 max: RECORD_MAX_BYTES,
             });
         }
+        let signer = self.signer()?;
         let version = self.next_version();
-        let scheme = self.manifest.scheme;
-        let shares = shamir::split(data, scheme, &mut rand::rng());
+        let recipients = self.recipients().await;
+        let envelopes = dealing::deal(
+            data,
+            key,
+            version,
+            self.manifest.scheme,
+            &recipients,
+            signer,
+            &mut rand::rng(),
+        )?;
         let request_id = RequestId::random(&mut rand::rng());
-        let requests = shares
+        let requests = self
+            .addressed(envelopes)?
             .into_iter()
-            .map(|share| {
-                let index = share.index();
-                let envelope = ShareEnvelope::data(
-                    key.clone(),
-                    version,
-                    scheme,
-                    index,
-                    share.into_data().to_vec(),
-                );
-                Request::Put {
-                    request_id,
-                    envelope,
-                }
+            .map(|envelope| Request::Put {
+                request_id,
+                envelope,
             })
             .collect();
         self.write(key, version, requests).await
     }
 
-    /// Writes a tombstone on every node, purging the record's shares; succeeds once W nodes
-    /// acknowledged durably.
+    /// Writes a tombstone, signed by this identity (an admin), on every node, purging the
+    /// record's shares; succeeds once W nodes acknowledged durably.
     pub async fn delete(&self, key: &RecordKey) -> Result<PutReceipt> {
+        let signer = self.signer()?;
         let version = self.next_version();
-        let scheme = self.manifest.scheme;
+        let tombstones = dealing::tombstones(key, version, self.manifest.scheme, signer)?;
         let request_id = RequestId::random(&mut rand::rng());
         let requests = self
-            .manifest
-            .nodes
-            .iter()
-            .map(|node| Request::Delete {
+            .addressed(tombstones)?
+            .into_iter()
+            .map(|tombstone| Request::Delete {
                 request_id,
-                tombstone: ShareEnvelope::tombstone(key.clone(), version, scheme, node.index),
+                tombstone,
             })
             .collect();
         self.write(key, version, requests).await
@@ -175,8 +195,14 @@ impl Client {
         Ok(self.get_versioned(key, purpose).await?.data)
     }
 
-    /// Asks every node for its share and rebuilds the record from k shares of the highest
-    /// version seen, answering as soon as R nodes have been heard and k such shares arrived.
+    /// Asks every node for its share and rebuilds the record from k verified shares of the
+    /// highest version seen, answering as soon as R nodes have been heard and the record
+    /// passes its end-to-end check.
+    ///
+    /// Every share is checked (header signature against the cluster CA, commitment) before it
+    /// counts; a failing one is reported in [`GetOutcome::bad_shares`]. If k verified shares
+    /// do not rebuild a record that passes the check, the get waits for more and decodes
+    /// robustly; if that fails too, it is [`Error::Integrity`]: never a wrong record.
     pub async fn get_versioned(&self, key: &RecordKey, purpose: &Purpose) -> Result<GetOutcome> {
         let request = Request::Get {
             request_id: RequestId::random(&mut rand::rng()),
@@ -186,76 +212,97 @@ impl Client {
         let mut replies = self.fan_out(vec![request; self.transport_len()]);
         let k = self.manifest.scheme.threshold().as_usize();
         let read_quorum = self.manifest.read_quorum();
-        let mut gather = Gather::default();
-        while let Some((position, reply)) = replies.recv().await {
-            let node = self.transport.node(position).id.clone();
-            match reply {
-                Ok(Response::Share(envelope)) if envelope.header.key == *key => {
-                    gather.add(node, envelope);
-                }
-                Ok(Response::Share(envelope)) => gather.failures.push(NodeFailure {
-                    node,
-                    reason: format!("answered with a share of {}", envelope.header.key),
-                    code: None,
-                }),
-                Ok(Response::NotFound) => gather.not_found += 1,
-                Ok(Response::Error(error)) => {
-                    gather.failures.push(NodeFailure::refused(node, &error))
-                }
-                Ok(other) => gather.failures.push(unexpected(node, "get", &other)),
-                Err(failure) => gather.failures.push(failure),
+        let mut gather = Gather::new(key, &self.trust);
+        loop {
+            let reply = replies.recv().await;
+            let last = reply.is_none();
+            if let Some((position, reply)) = reply {
+                self.absorb(&mut gather, position, reply);
             }
-            if gather.heard() >= read_quorum {
-                if let Some(decision) = gather.decide(k, false) {
-                    return self.finish_get(key, decision, gather);
+            if gather.heard() >= read_quorum || last {
+                match gather.decide(k, last) {
+                    Some(Decision::Deleted(version)) => {
+                        return Err(Error::Deleted {
+                            key: key.clone(),
+                            version,
+                        })
+                    }
+                    Some(Decision::Combine(generation)) => match gather.rebuild(generation) {
+                        Ok(rebuilt) => {
+                            let version = generation.0;
+                            self.clock_observe(version);
+                            // Keep checking the other nodes' answers for a short grace, so a
+                            // lying or rotten node is reported even when its share was not
+                            // needed; then check the unneeded shares for consistency too.
+                            let grace = tokio::time::Instant::now() + self.options.straggler_grace;
+                            while !self.all_heard(&gather) {
+                                match tokio::time::timeout_at(grace, replies.recv()).await {
+                                    Ok(Some((position, reply))) => {
+                                        self.absorb(&mut gather, position, reply)
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            gather.audit(generation);
+                            return Ok(GetOutcome {
+                                version,
+                                data: rebuilt.record,
+                                sources: gather.sources(generation),
+                                failures: gather.failures,
+                                bad_shares: gather.bad,
+                            });
+                        }
+                        // More shares may still come and make it rebuild (or name the bad
+                        // ones); with every node heard, it is final.
+                        Err(source) if last || self.all_heard(&gather) => {
+                            return Err(Error::Integrity {
+                                key: key.clone(),
+                                version: generation.0,
+                                bad_shares: gather.bad,
+                                source,
+                            })
+                        }
+                        Err(_) => {}
+                    },
+                    None => {}
                 }
+            }
+            if last {
+                break;
             }
         }
-        match gather.decide(k, true) {
-            Some(decision) => self.finish_get(key, decision, gather),
-            None if gather.not_found >= read_quorum && gather.versions.is_empty() => {
-                Err(Error::NotFound { key: key.clone() })
-            }
-            None => Err(Error::NotEnoughShares {
-                key: key.clone(),
-                found: gather.best_count(),
-                needed: k,
-                failures: gather.failures,
-            }),
+        if gather.not_found >= read_quorum && !gather.found_any() {
+            return Err(Error::NotFound { key: key.clone() });
+        }
+        Err(Error::NotEnoughShares {
+            key: key.clone(),
+            found: gather.best_count(),
+            needed: k,
+            failures: gather.all_failures(),
+        })
+    }
+
+    /// Files one node's answer to a get.
+    fn absorb(
+        &self,
+        gather: &mut Gather<'_>,
+        position: usize,
+        reply: Result<Response, NodeFailure>,
+    ) {
+        let node = self.transport.node(position);
+        let id = node.id.clone();
+        match reply {
+            Ok(Response::Share(envelope)) => gather.add(id, node.index, envelope),
+            Ok(Response::NotFound) => gather.not_found += 1,
+            Ok(Response::Error(error)) => gather.failures.push(NodeFailure::refused(id, &error)),
+            Ok(other) => gather.failures.push(unexpected(id, "get", &other)),
+            Err(failure) => gather.failures.push(failure),
         }
     }
 
-    fn finish_get(
-        &self,
-        key: &RecordKey,
-        decision: Decision,
-        gather: Gather,
-    ) -> Result<GetOutcome> {
-        match decision {
-            Decision::Deleted(version) => Err(Error::Deleted {
-                key: key.clone(),
-                version,
-            }),
-            Decision::Combine(generation) => {
-                let version = generation.0;
-                let mut gather = gather;
-                let group = gather.versions.remove(&generation).unwrap_or_default();
-                let k = self.manifest.scheme.threshold();
-                let (sources, shares): (Vec<String>, Vec<Share>) = group
-                    .into_iter()
-                    .take(k.as_usize())
-                    .map(|(node, envelope)| (node, Share::new(envelope.index, envelope.payload)))
-                    .unzip();
-                let data = shamir::combine(&shares, k)?;
-                self.clock_observe(version);
-                Ok(GetOutcome {
-                    version,
-                    data,
-                    sources,
-                    failures: gather.failures,
-                })
-            }
-        }
+    /// Whether every node has answered one way or another.
+    fn all_heard(&self, gather: &Gather<'_>) -> bool {
+        gather.heard() + gather.failures.len() + gather.bad.len() >= self.transport_len()
     }
 
     /// Every live record (tombstones excluded) whose key starts with `prefix`, merged across
@@ -379,7 +426,7 @@ impl Client {
     pub async fn peer_certificate(&self, node_id: &str) -> Result<Vec<u8>> {
         let position = self.position(node_id)?;
         self.transport
-            .peer_certificate(position, self.options.timeout)
+            .peer_certificate(position)
             .await
             .map_err(Error::Node)
     }
@@ -422,84 +469,6 @@ impl Client {
             });
         }
         rx
-    }
-
-    async fn write(
-        &self,
-        key: &RecordKey,
-        version: Version,
-        requests: Vec<Request>,
-    ) -> Result<PutReceipt> {
-        let total = requests.len();
-        let needed = usize::from(self.manifest.write_quorum);
-        let mut replies = self.fan_out(requests);
-        let mut acked = Vec::new();
-        let mut failures = Vec::new();
-        let mut newer: Option<Version> = None;
-        let mut grace_deadline = None;
-        loop {
-            let next = match grace_deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, replies.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-                None => replies.recv().await,
-            };
-            let Some((position, reply)) = next else { break };
-            let node = self.transport.node(position).id.clone();
-            match reply {
-                Ok(Response::Stored(PutOutcome::Stored | PutOutcome::AlreadyStored)) => {
-                    acked.push(node)
-                }
-                Ok(Response::Stored(PutOutcome::Superseded { current })) => {
-                    newer = newer.max(Some(current));
-                    failures.push(NodeFailure {
-                        node,
-                        reason: format!("holds a newer version {current}"),
-                        code: None,
-                    });
-                }
-                Ok(Response::Error(error)) => failures.push(NodeFailure::refused(node, &error)),
-                Ok(other) => failures.push(unexpected(node, "put", &other)),
-                Err(failure) => failures.push(failure),
-            }
-            if acked.len() >= needed && grace_deadline.is_none() {
-                grace_deadline = Some(tokio::time::Instant::now() + self.options.straggler_grace);
-            }
-            if acked.len() + failures.len() == total {
-                break;
-            }
-        }
-        if acked.len() >= needed {
-            for position in 0..total {
-                let id = &self.transport.node(position).id;
-                if !acked.contains(id) && !failures.iter().any(|f| &f.node == id) {
-                    failures.push(NodeFailure {
-                        node: id.clone(),
-                        reason: "still writing when the quorum was met".to_owned(),
-                        code: None,
-                    });
-                }
-            }
-            return Ok(PutReceipt {
-                key: key.clone(),
-                version,
-                acked,
-                failures,
-            });
-        }
-        if let Some(current) = newer {
-            self.clock_observe(current);
-            return Err(Error::Superseded {
-                key: key.clone(),
-                current,
-            });
-        }
-        Err(Error::WriteQuorumNotMet {
-            acked: acked.len(),
-            needed,
-            failures,
-        })
     }
 
     fn next_version(&self) -> Version {
@@ -566,97 +535,5 @@ fn response_kind(response: &Response) -> &'static str {
         Response::DealAccepted => "deal-accepted",
         Response::Aborted => "aborted",
         Response::Error(_) => "error",
-    }
-}
-
-/// A version and its sharing epoch: only shares of one generation combine (a refresh deals a
-/// version anew, and shares of two epochs rebuild garbage).
-type Generation = (Version, u32);
-
-/// The shares a get has collected so far, grouped by generation.
-#[derive(Default)]
-struct Gather {
-    versions: BTreeMap<Generation, Vec<(String, ShareEnvelope)>>,
-    headers: HashMap<Generation, RecordHeader>,
-    tombstone: Option<Version>,
-    tombstones_heard: usize,
-    not_found: usize,
-    failures: Vec<NodeFailure>,
-}
-
-enum Decision {
-    Combine(Generation),
-    Deleted(Version),
-}
-
-impl Gather {
-    fn add(&mut self, node: String, envelope: ShareEnvelope) {
-        let version = envelope.header.version;
-        if envelope.header.tombstone {
-            self.tombstone = self.tombstone.max(Some(version));
-            self.tombstones_heard += 1;
-            return;
-        }
-        let generation = envelope.header.generation();
-        // Shares of one generation must agree on every header field; a share that does not is
-        // from a different (corrupt or forged) dealing and is never combined.
-        let header = self
-            .headers
-            .entry(generation)
-            .or_insert_with(|| envelope.header.clone());
-        if *header != envelope.header {
-            self.failures.push(NodeFailure {
-                node,
-                reason: format!("its header for version {version} disagrees with other nodes"),
-                code: None,
-            });
-            return;
-        }
-        self.versions
-            .entry(generation)
-            .or_default()
-            .push((node, envelope));
-    }
-
-    fn heard(&self) -> usize {
-        self.not_found + self.versions.values().map(Vec::len).sum::<usize>() + self.tombstones_heard
-    }
-
-    fn best_count(&self) -> usize {
-        self.versions.values().map(Vec::len).max().unwrap_or(0)
-    }
-
-    /// What to answer now. Before every node has answered (`last == false`) only the newest
-    /// version seen may be answered; at the end, the newest version that has k shares. Either
-    /// way a tombstone newer than the answer wins: a deleted record never comes back.
-    fn decide(&self, k: usize, last: bool) -> Option<Decision> {
-        let candidate = if last {
-            self.versions
-                .iter()
-                .rev()
-                .find(|(_, shares)| shares.len() >= k)
-                .map(|(version, _)| *version)
-        } else {
-            self.versions
-                .iter()
-                .next_back()
-                .filter(|(_, shares)| shares.len() >= k)
-                .map(|(version, _)| *version)
-        };
-        let newest_data = self
-            .versions
-            .keys()
-            .next_back()
-            .map(|(version, _)| *version);
-        match (self.tombstone, candidate) {
-            (Some(tombstone), _) if newest_data.is_none_or(|data| tombstone > data) => {
-                Some(Decision::Deleted(tombstone))
-            }
-            (Some(tombstone), Some((version, _))) if tombstone > version => {
-                Some(Decision::Deleted(tombstone))
-            }
-            (_, Some(generation)) => Some(Decision::Combine(generation)),
-            (_, None) => None,
-        }
     }
 }

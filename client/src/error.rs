@@ -6,6 +6,8 @@ use bunsan_protocol::message::{ErrorCode, RemoteError};
 use bunsan_protocol::{RecordKey, Version};
 use thiserror::Error;
 
+use crate::read::BadShare;
+
 /// Why one node could not serve its part of an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFailure {
@@ -46,6 +48,16 @@ fn list(failures: &[NodeFailure]) -> String {
     failures
         .iter()
         .map(NodeFailure::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn bad_list(bad: &[BadShare]) -> String {
+    if bad.is_empty() {
+        return "none".to_owned();
+    }
+    bad.iter()
+        .map(BadShare::to_string)
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -147,6 +159,26 @@ pub enum Error {
         len: u64,
         /// The limit.
         max: u64,
+    },
+    /// This identity's key cannot sign record headers (not a PKCS#8 ECDSA P-256 key).
+    #[error("this identity cannot sign: {reason}")]
+    CannotSign {
+        /// Why its key is unusable.
+        reason: String,
+    },
+    /// The newest version's verified shares do not rebuild a record that passes its signed
+    /// end-to-end check, even after robust decoding: more shares are bad than can be
+    /// corrected. Nothing is returned rather than a possibly wrong record.
+    #[error("record {key} version {version} cannot be rebuilt with a passing integrity check: {source} (bad shares: {})", bad_list(.bad_shares))]
+    Integrity {
+        /// The record.
+        key: RecordKey,
+        /// The version that failed.
+        version: Version,
+        /// The nodes whose shares failed a check.
+        bad_shares: Vec<BadShare>,
+        /// Why the rebuild failed.
+        source: bunsan_protocol::Error,
     },
     /// A node answered with a response of the wrong kind.
     #[error("node {node} answered {got} to a {request} request")]

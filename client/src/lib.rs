@@ -4,8 +4,10 @@
 //! operation fans out to all nodes concurrently over QUIC with mutual TLS:
 //!
 //! ```text
-//! put:    record ─split(k,n)─▶ share i ─▶ node i      ok once W nodes acknowledged durably
-//! get:    node 1..n ─▶ envelopes ─group by version─▶ k shares of the newest ─combine─▶ record
+//! put:    record ‖ salt ─split(k,n)─▶ share i + signed header (commitments, sealed nonces)
+//!         ─▶ node i                                    ok once W nodes acknowledged durably
+//! get:    node 1..n ─▶ envelopes ─verify signature + commitment─▶ k shares of the newest
+//!         ─combine─▶ record ‖ salt ─end-to-end check─▶ record   (robust decoding on failure)
 //! delete: tombstone(version) ─▶ every node            ok once W nodes acknowledged durably
 //! list:   every node's inventory, merged by key, newest version wins
 //! ```
@@ -19,10 +21,12 @@
 pub mod client;
 pub mod error;
 pub mod logging;
+pub mod read;
 pub mod ssmix2;
 pub mod tls;
 mod transport;
 
 pub use client::{Client, ClientOptions, GetOutcome, ListedRecord, PutReceipt};
 pub use error::{Error, NodeFailure, Result};
+pub use read::{BadShare, BadShareReason};
 pub use tls::Identity;

@@ -14,8 +14,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bunsan_protocol::integrity::{Signer, Trust};
 use bunsan_protocol::message::ALPN;
 use bunsan_protocol::role::{PeerIdentity, Role};
+use bunsan_protocol::seal::NodeKey;
 use bunsan_protocol::WriterId;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
@@ -121,6 +123,25 @@ impl Identity {
     /// The cluster CA certificate (DER).
     pub fn ca(&self) -> &CertificateDer<'static> {
         &self.ca
+    }
+
+    /// The key that signs record headers under this identity's certificate (collectors sign
+    /// records, admins tombstones). Fails for a key that is not PKCS#8 ECDSA P-256.
+    pub fn signer(&self) -> Result<Signer> {
+        Ok(Signer::from_pkcs8(
+            self.key.secret_der(),
+            self.certs[0].to_vec(),
+        )?)
+    }
+
+    /// The key that opens the commitment nonces sealed to this identity (a node's).
+    pub fn node_key(&self) -> Result<NodeKey> {
+        Ok(NodeKey::from_der(self.key.secret_der())?)
+    }
+
+    /// The cluster CA as trust anchor for writer certificates in envelopes.
+    pub fn trust(&self) -> Result<Trust> {
+        Ok(Trust::new(&self.ca)?)
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bunsan_protocol::frame::{self, FRAME_MAX_BYTES, PREFIX_BYTES};
 use bunsan_protocol::manifest::{Manifest, NodeEntry};
 use bunsan_protocol::message::{Request, Response};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::Mutex;
 
 use crate::error::{Error, NodeFailure, Result};
@@ -115,39 +116,6 @@ impl Transport {
         outcome.map_err(fail)
     }
 
-    /// The certificate (DER) node `position` presented on the connection to it, which the TLS
-    /// handshake verified against the cluster CA for the node's id. Connects if needed.
-    pub(crate) async fn peer_certificate(
-        &self,
-        position: usize,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, NodeFailure> {
-        let fail = |reason: String| NodeFailure {
-            node: self.links[position].node.id.clone(),
-            reason,
-            code: None,
-        };
-        let connection = match tokio::time::timeout(timeout, self.connection(position)).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(reason)) => return Err(fail(reason)),
-            Err(_) => {
-                return Err(fail(format!(
-                    "no connection within {} ms",
-                    timeout.as_millis()
-                )))
-            }
-        };
-        connection
-            .peer_identity()
-            .and_then(|identity| {
-                identity
-                    .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
-                    .ok()
-            })
-            .and_then(|chain| chain.first().map(|leaf| leaf.to_vec()))
-            .ok_or_else(|| fail("the connection carries no peer certificate".to_owned()))
-    }
-
     async fn forget(&self, position: usize, connection: &quinn::Connection) {
         let mut cached = self.links[position].connection.lock().await;
         if cached
@@ -157,6 +125,31 @@ impl Transport {
             *cached = None;
             connection.close(0u32.into(), b"request failed");
         }
+    }
+
+    /// The leaf certificate (DER) node `position` presented in its TLS handshake, which
+    /// verified it against the cluster CA for the node's id; connects if needed.
+    pub(crate) async fn peer_certificate(&self, position: usize) -> Result<Vec<u8>, NodeFailure> {
+        let fail = |reason: String| NodeFailure {
+            node: self.links[position].node.id.clone(),
+            reason,
+            code: None,
+        };
+        let connection = tokio::time::timeout(
+            self.connect_timeout + self.connect_timeout,
+            self.connection(position),
+        )
+        .await
+        .map_err(|_| fail("no connection in time".to_owned()))?
+        .map_err(fail)?;
+        let certificates = connection
+            .peer_identity()
+            .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .ok_or_else(|| fail("no peer certificate".to_owned()))?;
+        certificates
+            .first()
+            .map(|leaf| leaf.to_vec())
+            .ok_or_else(|| fail("empty certificate chain".to_owned()))
     }
 
     async fn connection(&self, position: usize) -> Result<quinn::Connection, String> {

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bunsan_client::Client;
+use bunsan_protocol::envelope::RecordHeader;
+use bunsan_protocol::integrity::WriterSignature;
 use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::message::{HeldShare, Request, Response, INVENTORY_LIMIT_MAX};
 use bunsan_protocol::{RecordKey, RequestId, ShareIndex, Version};
@@ -152,6 +154,8 @@ pub enum Want {
     Tombstone {
         /// The tombstone's version.
         version: Version,
+        /// Its signed header, from a node holding it.
+        proof: Box<(RecordHeader, WriterSignature)>,
     },
 }
 
@@ -160,7 +164,7 @@ impl Finding {
     pub fn job_id(&self) -> String {
         let (version, epoch, kind) = match &self.want {
             Want::Data { version, epoch, .. } => (version, *epoch, "data"),
-            Want::Tombstone { version } => (version, 0, "tombstone"),
+            Want::Tombstone { version, .. } => (version, 0, "tombstone"),
         };
         format!(
             "{}\t{}\t{version}\t{epoch}\t{kind}",
@@ -240,8 +244,25 @@ pub fn plan(inventories: &[NodeInventory]) -> Plan {
             .max_by_key(|(_, holders)| holders.len())
             .map(|(digest, holders)| (*digest, holders.clone()))
             .unwrap_or_default();
+        let proof = reachable
+            .iter()
+            .find_map(|(_, entries)| match entries.get(key) {
+                Some(HeldShare::Held {
+                    version: v,
+                    tombstone_proof: Some(proof),
+                    ..
+                }) if *v == version => Some(proof.clone()),
+                _ => None,
+            });
         let want = if tombstone {
-            Want::Tombstone { version }
+            let Some(proof) = proof else {
+                out.unrecoverable.push((
+                    key.clone(),
+                    "no node gave the tombstone's signed header".to_owned(),
+                ));
+                continue;
+            };
+            Want::Tombstone { version, proof }
         } else {
             Want::Data {
                 version,
@@ -305,7 +326,26 @@ mod tests {
             tombstone,
             record_len: 3,
             header_digest: [digest; 32],
+            tombstone_proof: tombstone.then(|| Box::new(proof(clock))),
         }
+    }
+
+    fn proof(clock: u64) -> (RecordHeader, WriterSignature) {
+        let header = RecordHeader {
+            key: RecordKey::new("t").expect("key"),
+            version: v(clock),
+            scheme: bunsan_protocol::Scheme::new(2, 5).expect("scheme"),
+            record_len: 0,
+            tombstone: true,
+            commitments: Vec::new(),
+            record_check: None,
+            sealed_nonces: Vec::new(),
+        };
+        let signature = WriterSignature {
+            certificate: vec![0x30],
+            signature: vec![1],
+        };
+        (header, signature)
     }
 
     fn node(i: u8, entries: &[(&str, HeldShare)]) -> NodeInventory {
@@ -396,7 +436,13 @@ mod tests {
                 holders: vec![x(1), x(2)]
             }
         );
-        assert_eq!(plan.findings[3].want, Want::Tombstone { version: v(9) });
+        assert_eq!(
+            plan.findings[3].want,
+            Want::Tombstone {
+                version: v(9),
+                proof: Box::new(proof(9))
+            }
+        );
     }
 
     #[test]

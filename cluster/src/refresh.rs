@@ -3,10 +3,13 @@
 //! after it.
 //!
 //! ```text
-//!  per record (version v, epoch e, participants P = the nodes holding it, |P| ≥ W):
+//!  per record (version v, epoch e, participants P = every node, all holding it):
 //!    stage:  RefreshStage{plan} to every p ∈ P ── nodes deal sharings of zero to each other,
-//!            sum, and keep y'_p = y_p + δ(x_p) staged as epoch e + 1   (all answer Staged, or abort)
-//!    commit: RefreshCommit to every p ∈ P ── the staged share becomes current (retried; idempotent)
+//!            sum, keep y'_p = y_p + δ(x_p) staged as epoch e + 1 with a fresh nonce'_p sealed
+//!            to themselves, and answer c'_p and the sealed nonce'_p     (all Staged, or abort)
+//!    seal:   the admin signs (header, writer signature, e + 1, c'_1..c'_n, sealed nonces)
+//!    commit: RefreshCommit{seal} to every p ∈ P ── each checks the seal and its own slot; the
+//!            staged share becomes current (retried; idempotent)
 //! ```
 //!
 //! Readers never combine two epochs (shares are grouped by version and epoch), and until the
@@ -20,9 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bunsan_client::{Client, ClientOptions, Identity};
+use bunsan_protocol::integrity::{RefreshFields, Signer};
 use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::message::{HeldShare, PutOutcome, Request, Response};
-use bunsan_protocol::refresh::RefreshPlan;
+use bunsan_protocol::refresh::{RefreshPlan, RefreshSeal};
 use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::role::Role;
 use bunsan_protocol::{RecordKey, RequestId, ShareIndex, Version};
@@ -94,12 +98,18 @@ pub async fn refresh(dir: &std::path::Path, options: &RefreshOptions) -> Result<
             ..ClientOptions::default()
         },
     )?);
-    refresh_with(&client, &manifest, options).await
+    let signer = Arc::new(
+        Identity::load(&layout.client_dir(Role::Admin.as_str()))?
+            .signer()
+            .map_err(Error::Client)?,
+    );
+    refresh_with(&client, &signer, &manifest, options).await
 }
 
-/// [`refresh`] with a ready admin client.
+/// [`refresh`] with a ready admin client and the admin's signer (which signs the seals).
 pub async fn refresh_with(
     client: &Arc<Client>,
+    signer: &Arc<Signer>,
     manifest: &Manifest,
     options: &RefreshOptions,
 ) -> Result<RefreshSummary> {
@@ -119,22 +129,25 @@ pub async fn refresh_with(
     };
     let jobs = jobs(&inventories, &options.prefix);
     summary.records = jobs.len();
-    let minimum = usize::from(manifest.write_quorum);
+    // A seal commits to every share, so every node takes part.
+    let minimum = usize::from(manifest.scheme.shares());
     let progress = progress_bar(options.progress, jobs.len() as u64);
     let mut tasks = JoinSet::new();
     let mut queue = jobs.into_iter();
     loop {
         while tasks.len() < options.concurrency.max(1) {
             let Some(job) = queue.next() else { break };
-            let (client, manifest) = (Arc::clone(client), manifest.clone());
+            let (client, manifest, signer) =
+                (Arc::clone(client), manifest.clone(), Arc::clone(signer));
             tasks.spawn(async move {
                 let outcome = if job.participants.len() < minimum {
                     Err(format!(
-                        "only {} nodes hold it; a refresh needs W = {minimum}, repair first",
+                        "only {} of {minimum} nodes hold it; a refresh needs every node: \
+                         repair first",
                         job.participants.len()
                     ))
                 } else {
-                    refresh_record(&client, &manifest, &job).await
+                    refresh_record(&client, &signer, &manifest, &job).await
                 };
                 (job.key, outcome)
             });
@@ -214,6 +227,7 @@ fn jobs(inventories: &[NodeInventory], prefix: &str) -> Vec<Job> {
 /// Stages one record on every participant, then commits it everywhere.
 async fn refresh_record(
     client: &Arc<Client>,
+    signer: &Signer,
     manifest: &Manifest,
     job: &Job,
 ) -> std::result::Result<(), String> {
@@ -231,16 +245,61 @@ async fn refresh_record(
         plan: plan.clone(),
     };
     let staged = fan_out(client, manifest, plan.participants(), &stage).await;
-    let failures: Vec<String> = staged
-        .iter()
-        .filter_map(|(id, answer)| match answer {
-            Ok(Response::Staged { epoch }) if *epoch == plan.next_epoch() => None,
-            Ok(Response::Error(error)) => Some(format!("{id}: {error}")),
-            Ok(_) => Some(format!("{id}: unexpected answer to a stage")),
-            Err(e) => Some(format!("{id}: {e}")),
-        })
-        .collect();
-    if !failures.is_empty() {
+    let mut failures = Vec::new();
+    let mut commitments = Vec::new();
+    let mut sealed_nonces = Vec::new();
+    let mut dealing = None;
+    for (id, answer) in staged {
+        match answer {
+            Ok(Response::Staged {
+                epoch,
+                commitment,
+                sealed_nonce,
+                header,
+                signature,
+            }) if epoch == plan.next_epoch() => {
+                commitments.push(commitment);
+                sealed_nonces.push(Some(sealed_nonce));
+                // Every participant must hold the same writer-signed dealing.
+                match &dealing {
+                    None => dealing = Some((header, signature)),
+                    Some(first) if *first == (header, signature) => {}
+                    Some(_) => failures.push(format!("{id}: holds another dealing")),
+                }
+            }
+            Ok(Response::Error(error)) => failures.push(format!("{id}: {error}")),
+            Ok(_) => failures.push(format!("{id}: unexpected answer to a stage")),
+            Err(e) => failures.push(format!("{id}: {e}")),
+        }
+    }
+    let seal = match (&dealing, failures.is_empty()) {
+        (Some((header, writer)), true) => {
+            let signed_micros = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            let fields = RefreshFields {
+                epoch: plan.next_epoch(),
+                signed_micros,
+                commitments: &commitments,
+                sealed_nonces: &sealed_nonces,
+            };
+            match signer.sign_refresh(header, writer, &fields) {
+                Ok(signature) => Some(RefreshSeal {
+                    epoch: plan.next_epoch(),
+                    signed_micros,
+                    commitments: commitments.clone(),
+                    sealed_nonces: sealed_nonces.clone(),
+                    signature,
+                }),
+                Err(e) => {
+                    failures.push(format!("cannot sign the seal: {e}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let Some(seal) = seal else {
         let abort = Request::RefreshAbort {
             request_id,
             refresh_id: plan.refresh_id,
@@ -253,12 +312,12 @@ async fn refresh_record(
             "stage failed, nothing changed: {}",
             failures.join("; ")
         ));
-    }
+    };
     let commit = Request::RefreshCommit {
         request_id,
         refresh_id: plan.refresh_id,
         key: plan.key.clone(),
-        epoch: plan.next_epoch(),
+        seal,
     };
     let mut pending: Vec<ShareIndex> = plan.participants().to_vec();
     let mut last_errors = Vec::new();

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bunsan_client::{Client, ClientOptions, Identity};
-use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope};
+use bunsan_protocol::integrity::WriterSignature;
 use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::message::{PutOutcome, RepairOutcome, Request, Response};
 use bunsan_protocol::repair::{RepairPlan, SessionId};
@@ -135,6 +136,7 @@ enum SavedWant {
     },
     Tombstone {
         version: bunsan_protocol::Version,
+        proof: Box<(RecordHeader, WriterSignature)>,
     },
 }
 
@@ -276,13 +278,14 @@ pub async fn run_job(client: &Arc<Client>, manifest: &Manifest, finding: &Findin
         );
     }
     match &finding.want {
-        Want::Tombstone { version } => {
-            let tombstone = ShareEnvelope::tombstone(
-                finding.key.clone(),
-                *version,
-                manifest.scheme,
-                finding.target.1,
-            );
+        Want::Tombstone { proof, .. } => {
+            let (header, signature) = proof.as_ref();
+            let tombstone =
+                match ShareEnvelope::tombstone(header.clone(), signature.clone(), finding.target.1)
+                {
+                    Ok(tombstone) => tombstone,
+                    Err(e) => return JobOutcome::Failed(e.to_string()),
+                };
             let request = Request::Delete {
                 request_id: RequestId::random(&mut rand::rng()),
                 tombstone,
@@ -458,7 +461,10 @@ fn save_state(path: &Path, findings: &[Finding], keys: usize) -> Result<()> {
                         epoch: *epoch,
                         holders: holders.clone(),
                     },
-                    Want::Tombstone { version } => SavedWant::Tombstone { version: *version },
+                    Want::Tombstone { version, proof } => SavedWant::Tombstone {
+                        version: *version,
+                        proof: proof.clone(),
+                    },
                 },
             })
             .collect(),
@@ -504,7 +510,7 @@ fn load_state(
                     epoch,
                     holders,
                 },
-                SavedWant::Tombstone { version } => Want::Tombstone { version },
+                SavedWant::Tombstone { version, proof } => Want::Tombstone { version, proof },
             },
         })
         .collect();

@@ -7,6 +7,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(envelope) = ShareEnvelope::decode(data) {
         assert!(envelope.validate().is_ok());
+        // Checking a decoded envelope's commitment never panics either.
+        let _ = envelope.check_commitment();
         let again = envelope.encode().expect("a decoded envelope re-encodes");
         assert_eq!(ShareEnvelope::decode(&again).ok(), Some(envelope));
     }

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! bunsan-node --config node.toml [--log-format text|json]
+//! bunsan-node export --config node.toml KEY --out FILE     (node stopped; docs/RECOVERY.md)
 //! ```
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`). Exit code 0 after a clean
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::{Error, Node, NodeConfig};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -26,11 +27,27 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "bunsan-node", version)]
 struct Args {
     /// The node configuration file (node.toml); relative paths in it are relative to it.
-    #[arg(long, value_name = "PATH")]
-    config: PathBuf,
+    // Optional only because clap cannot require a global argument; checked in `run_cli`.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
     /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write this node's share of one record to FILE in the `sharks` layout ([x] ++ y), plus
+    /// FILE.txt and FILE.envelope, reading the store directly (stop the node first).
+    Export {
+        /// The record key.
+        key: String,
+        /// Where to write the share; FILE.txt and FILE.envelope are written beside it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -102,6 +119,21 @@ fn one_line(error: &Error) -> String {
 }
 
 async fn run(args: &Args) -> Result<(), Error> {
+    let Some(config_path) = &args.config else {
+        return Err(Error::Config {
+            path: PathBuf::from("(command line)"),
+            reason: "--config PATH is required".to_owned(),
+        });
+    };
+    if let Some(Command::Export { key, out }) = &args.command {
+        let config = NodeConfig::load(config_path)?;
+        let key = bunsan_protocol::RecordKey::new(key.as_str())?;
+        let share = crate::export::export(&config, &key).await?;
+        for path in share.write(out)? {
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
     // Install the handlers before starting, so a signal during start-up is not lost.
     let handler = |source| Error::Io {
         action: "install a signal handler",
@@ -112,7 +144,7 @@ async fn run(args: &Args) -> Result<(), Error> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(handler)?;
     // SIGHUP's default action ends the process: with this handler it reloads the CRL instead.
     let mut hangup = signal(SignalKind::hangup()).map_err(handler)?;
-    let config = NodeConfig::load(&args.config)?;
+    let config = NodeConfig::load(config_path)?;
     let node = Node::start(config).await?;
     loop {
         tokio::select! {

@@ -120,6 +120,15 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An export found no share to write: the node holds nothing, or only a tombstone, for
+    /// the key.
+    #[error("nothing to export for {key}: {reason}")]
+    NothingToExport {
+        /// The record asked for.
+        key: RecordKey,
+        /// Why there is no share.
+        reason: String,
+    },
     /// A protocol-level check failed (an envelope that does not validate, an encoding error).
     #[error(transparent)]
     Protocol(#[from] bunsan_protocol::Error),

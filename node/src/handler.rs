@@ -19,8 +19,10 @@ use bunsan_protocol::message::{
 use bunsan_protocol::role::{Action, PeerIdentity};
 use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
 use bunsan_protocol::{RecordKey, ShareIndex};
+use rustls_pki_types::UnixTime;
 use tracing::Span;
 
+use crate::checks::Checks;
 use crate::error::Error;
 use crate::peers::Peers;
 use crate::refresh::Refreshes;
@@ -44,28 +46,43 @@ pub struct Handler {
     node_id: String,
     index: ShareIndex,
     store: Arc<dyn ShareStore>,
+    checks: Arc<Checks>,
     started: Instant,
     repairs: Repairs,
     refreshes: Refreshes,
 }
 
 impl Handler {
-    /// A handler for node `node_id` holding share `index` in `store`.
-    pub fn new(node_id: impl Into<String>, index: ShareIndex, store: Arc<dyn ShareStore>) -> Self {
+    /// A handler for node `node_id` holding share `index` in `store`, checking envelopes
+    /// with `checks` (see [`crate::checks`]).
+    pub fn new(
+        node_id: impl Into<String>,
+        index: ShareIndex,
+        store: Arc<dyn ShareStore>,
+        checks: Checks,
+    ) -> Self {
+        let checks = Arc::new(checks);
         Self {
             node_id: node_id.into(),
             index,
-            repairs: Repairs::new(index, store.clone(), None),
-            refreshes: Refreshes::new(index, store.clone(), None),
+            repairs: Repairs::new(index, store.clone(), checks.clone(), None),
+            refreshes: Refreshes::new(index, store.clone(), checks.clone(), None),
             store,
+            checks,
             started: Instant::now(),
         }
     }
 
     /// Lets the handler take part in repairs and refreshes, talking to `peers`.
     pub(crate) fn with_peers(mut self, peers: Arc<Peers>) -> Self {
-        self.repairs = Repairs::new(self.index, self.store.clone(), Some(peers.clone()));
-        self.refreshes = Refreshes::new(self.index, self.store.clone(), Some(peers));
+        let (store, checks) = (&self.store, &self.checks);
+        self.repairs = Repairs::new(
+            self.index,
+            store.clone(),
+            checks.clone(),
+            Some(peers.clone()),
+        );
+        self.refreshes = Refreshes::new(self.index, store.clone(), checks.clone(), Some(peers));
         self
     }
 
@@ -124,7 +141,10 @@ impl Handler {
                             envelope.index, self.index
                         ),
                     ),
-                    Ok(Some(envelope)) => Response::Share(envelope),
+                    Ok(Some(envelope)) => match Checks::release(&envelope) {
+                        Ok(()) => Response::Share(envelope),
+                        Err(refusal) => Response::Error(refusal),
+                    },
                     Ok(None) => Response::NotFound,
                     Err(e) => failure(&e),
                 }
@@ -186,9 +206,9 @@ impl Handler {
             Request::RefreshCommit {
                 refresh_id,
                 key,
-                epoch,
+                seal,
                 ..
-            } => self.refreshes.commit(refresh_id, &key, epoch).await,
+            } => self.refreshes.commit(refresh_id, &key, seal).await,
             Request::RefreshAbort {
                 refresh_id, key, ..
             } => self.refreshes.abort(refresh_id, &key).await,
@@ -204,6 +224,11 @@ impl Handler {
                     self.node_id, self.index, envelope.index
                 ),
             );
+        }
+        // The node reads the clock here, not in the protocol core: certificates must be valid
+        // now for a write to be accepted.
+        if let Err(refusal) = self.checks.admit(envelope, self.index, UnixTime::now()) {
+            return Response::Error(refusal);
         }
         match self.store.put(envelope).await {
             Ok(outcome) => Response::Stored(outcome),
@@ -310,6 +335,8 @@ pub fn outcome(response: &Response) -> &'static str {
             ErrorCode::Busy => "busy",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Corrupt => "corrupt",
+            ErrorCode::BadSignature => "bad-signature",
+            ErrorCode::BadCommitment => "bad-commitment",
         },
     }
 }

@@ -1,17 +1,94 @@
 //! Unit tests of [`Handler`](super::Handler): roles, envelope checks, listing, status.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use bunsan_protocol::dealing;
 use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::integrity::{Signer, Trust};
 use bunsan_protocol::message::{ErrorCode, PutOutcome, Request, Response, LIST_LIMIT_MAX};
 use bunsan_protocol::role::{PeerIdentity, Role};
-use bunsan_protocol::{Purpose, RecordKey, RequestId, Scheme, ShareIndex, Version, WriterId};
+use bunsan_protocol::seal::{seal, NodeKey, RecipientKey};
+use bunsan_protocol::{Purpose, RecordKey, RequestId, Scheme, ShareIndex, Version};
+use rand::SeedableRng;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
 
 use super::{action, Handler};
+use crate::checks::Checks;
 use crate::store::memory::MemoryStore;
 
+/// A certificate (DER) and its PKCS#8 key.
+struct Leaf {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// Two CAs (ours and a foreign one) and the identities the tests sign and seal with.
+struct Fixture {
+    ca: Vec<u8>,
+    collector: Leaf,
+    admin: Leaf,
+    reader: Leaf,
+    foreign_collector: Leaf,
+    nodes: Vec<Leaf>,
+}
+
+fn ca(name: &str) -> (Issuer<'static, KeyPair>, Vec<u8>) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let cert = params.self_signed(&key).expect("CA");
+    (Issuer::new(params, key), cert.der().to_vec())
+}
+
+fn leaf(issuer: &Issuer<'static, KeyPair>, role: Role, name: &str) -> Leaf {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = vec![SanType::URI(role.uri().try_into().expect("uri"))];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).expect("leaf");
+    Leaf {
+        cert: cert.der().to_vec(),
+        key: key.serialize_der(),
+    }
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let (ours, ca_der) = ca("test CA");
+        let (theirs, _) = ca("foreign CA");
+        Fixture {
+            ca: ca_der,
+            collector: leaf(&ours, Role::Collector, "collector"),
+            admin: leaf(&ours, Role::Admin, "admin"),
+            reader: leaf(&ours, Role::Reader, "reader"),
+            foreign_collector: leaf(&theirs, Role::Collector, "collector"),
+            nodes: (1..=3)
+                .map(|i| leaf(&ours, Role::Node, &format!("node-{i}")))
+                .collect(),
+        }
+    })
+}
+
+fn signer(leaf: &Leaf) -> Signer {
+    Signer::from_pkcs8(&leaf.key, leaf.cert.clone()).expect("signer")
+}
+
+fn checks() -> Checks {
+    let f = fixture();
+    Checks::new(
+        Trust::new(&f.ca).expect("trust"),
+        NodeKey::from_der(&f.nodes[0].key).expect("node key"),
+    )
+}
+
 fn handler() -> Handler {
-    Handler::new("node-1", index(1), Arc::new(MemoryStore::new()))
+    Handler::new("node-1", index(1), Arc::new(MemoryStore::new()), checks())
 }
 
 fn index(i: u8) -> ShareIndex {
@@ -33,28 +110,56 @@ fn key(name: &str) -> RecordKey {
 fn version(clock: u64) -> Version {
     Version {
         clock_micros: clock,
-        writer: WriterId(1),
+        writer: signer(&fixture().collector).writer_id(),
     }
 }
 
-fn share(name: &str, clock: u64, at: u8, payload: &[u8]) -> ShareEnvelope {
-    let scheme = Scheme::new(2, 3).expect("scheme");
-    ShareEnvelope::data(
-        key(name),
-        version(clock),
-        scheme,
-        index(at),
-        payload.to_vec(),
+fn scheme() -> Scheme {
+    Scheme::new(2, 3).expect("scheme")
+}
+
+fn recipients() -> Vec<Option<RecipientKey>> {
+    fixture()
+        .nodes
+        .iter()
+        .map(|n| Some(RecipientKey::from_certificate(&n.cert).expect("recipient")))
+        .collect()
+}
+
+/// Share `at` of a record dealt and signed by `by`, with every node's nonce sealed.
+fn share_by(by: &Leaf, name: &str, clock: u64, at: u8, record: &[u8]) -> ShareEnvelope {
+    let signer = signer(by);
+    let version = Version {
+        clock_micros: clock,
+        writer: signer.writer_id(),
+    };
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(clock);
+    let mut all = dealing::deal(
+        record,
+        &key(name),
+        version,
+        scheme(),
+        &recipients(),
+        &signer,
+        &mut rng,
     )
+    .expect("deal");
+    all.swap_remove(usize::from(at) - 1)
+}
+
+fn share(name: &str, clock: u64, at: u8, record: &[u8]) -> ShareEnvelope {
+    share_by(&fixture().collector, name, clock, at, record)
 }
 
 fn tombstone(name: &str, clock: u64) -> ShareEnvelope {
-    ShareEnvelope::tombstone(
-        key(name),
-        version(clock),
-        Scheme::new(2, 3).expect("scheme"),
-        index(1),
-    )
+    let admin = signer(&fixture().admin);
+    let version = Version {
+        clock_micros: clock,
+        writer: admin.writer_id(),
+    };
+    dealing::tombstones(&key(name), version, scheme(), &admin)
+        .expect("tombstones")
+        .swap_remove(0)
 }
 
 fn put(envelope: ShareEnvelope) -> Request {
@@ -174,19 +279,22 @@ async fn get_needs_a_purpose_and_returns_the_highest_version() {
         }
         other => panic!("released without a purpose: {other:?}"),
     }
-    assert_eq!(
-        h.handle(&reader, get("a/1", true)).await,
-        Response::Share(share("a/1", 2, 1, b"new"))
-    );
+    match h.handle(&reader, get("a/1", true)).await {
+        Response::Share(envelope) => {
+            assert_eq!(envelope.header.version, version(2));
+            assert_eq!(envelope.check_commitment(), Ok(()));
+        }
+        other => panic!("expected the share, got {other:?}"),
+    }
     assert_eq!(
         h.handle(&reader, get("a/9", true)).await,
         Response::NotFound
     );
-    h.handle(&peer(Role::Admin), delete(tombstone("a/1", 3)))
-        .await;
+    let tomb = tombstone("a/1", 3);
+    h.handle(&peer(Role::Admin), delete(tomb.clone())).await;
     assert_eq!(
         h.handle(&reader, get("a/1", true)).await,
-        Response::Share(tombstone("a/1", 3))
+        Response::Share(tomb)
     );
 }
 
@@ -221,13 +329,18 @@ async fn listing_pages_and_filters_tombstones() {
 #[tokio::test]
 async fn list_limits_are_capped() {
     let store = Arc::new(MemoryStore::new());
-    let h = Handler::new("node-1", index(1), store.clone());
+    let h = Handler::new("node-1", index(1), store.clone(), checks());
+    // Straight into the store: ten thousand signed dealings would only slow the test down.
     for i in 0..LIST_LIMIT_MAX + 3 {
-        h.handle(
-            &peer(Role::Collector),
-            put(share(&format!("a/{i:06}"), 1, 1, b"x")),
-        )
-        .await;
+        let envelope = crate::store::conformance::sample_share(
+            key(&format!("a/{i:06}")),
+            version(1),
+            index(1),
+            b"x",
+        );
+        crate::store::ShareStore::put(&*store, &envelope)
+            .await
+            .expect("put");
     }
     let (entries, next) = listed(
         h.handle(&peer(Role::Admin), list(None, u32::MAX, true))
@@ -257,4 +370,121 @@ async fn health_and_status_describe_the_node() {
         Response::Status(s) => assert_eq!((s.records, s.tombstones, s.bytes), (1, 1, 10)),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn forged_or_altered_envelopes_are_refused_before_anything_is_stored() {
+    let h = handler();
+    let collector = peer(Role::Collector);
+    let f = fixture();
+    let refused = |response: &Response, code: ErrorCode| {
+        assert_eq!(error_code(response), Some(code), "{response:?}");
+    };
+
+    // A flipped bit in the share: its commitment no longer matches.
+    let mut flipped = share("a/1", 1, 1, b"record");
+    flipped.payload[2] ^= 0x04;
+    refused(
+        &h.handle(&collector, put(flipped)).await,
+        ErrorCode::BadCommitment,
+    );
+
+    // A commitment vector forged to match an altered share: the signature no longer verifies.
+    let mut forged = share("a/1", 1, 1, b"record");
+    forged.payload[0] ^= 1;
+    let nonce = forged.nonce.clone().expect("nonce");
+    forged.header.commitments[0] =
+        bunsan_protocol::integrity::commit(&nonce, forged.index, &forged.payload);
+    refused(
+        &h.handle(&collector, put(forged)).await,
+        ErrorCode::BadSignature,
+    );
+
+    // A collector certificate of another CA, and a reader certificate of ours.
+    let foreign = share_by(&f.foreign_collector, "a/1", 1, 1, b"record");
+    refused(
+        &h.handle(&collector, put(foreign)).await,
+        ErrorCode::BadSignature,
+    );
+    let by_reader = share_by(&f.reader, "a/1", 1, 1, b"record");
+    refused(
+        &h.handle(&collector, put(by_reader)).await,
+        ErrorCode::BadSignature,
+    );
+
+    // A tombstone signed by a collector.
+    let c = signer(&f.collector);
+    let v = version(9);
+    let bad_tomb = dealing::tombstones(&key("a/1"), v, scheme(), &c)
+        .expect("tombstones")
+        .swap_remove(0);
+    refused(
+        &h.handle(&peer(Role::Admin), delete(bad_tomb)).await,
+        ErrorCode::BadSignature,
+    );
+
+    // A validly signed header whose nonce sealed to this node is another nonce, or is sealed
+    // to another node's key.
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(77);
+    for recipient in [0usize, 1] {
+        let mut env = share("a/1", 1, 1, b"record");
+        let other = bunsan_protocol::integrity::CommitNonce::random(&mut rng);
+        let nonce = if recipient == 0 {
+            other
+        } else {
+            env.nonce.clone().expect("nonce")
+        };
+        let to = RecipientKey::from_certificate(&f.nodes[recipient].cert).expect("recipient");
+        env.header.sealed_nonces[0] = Some(
+            seal(
+                &to,
+                &env.header.key,
+                env.header.version,
+                index(1),
+                &nonce,
+                &mut rng,
+            )
+            .expect("seal"),
+        );
+        env.signature = c.sign(&env.header).expect("sign");
+        refused(
+            &h.handle(&collector, put(env)).await,
+            ErrorCode::BadCommitment,
+        );
+    }
+
+    // Nothing was stored by any of these.
+    assert_eq!(
+        h.handle(&peer(Role::Reader), get("a/1", true)).await,
+        Response::NotFound
+    );
+    // The genuine envelope is accepted, also without a seal for this node.
+    let mut unsealed = share("a/2", 1, 1, b"record");
+    unsealed.header.sealed_nonces[0] = None;
+    unsealed.signature = c.sign(&unsealed.header).expect("sign");
+    assert_eq!(
+        h.handle(&collector, put(unsealed)).await,
+        Response::Stored(PutOutcome::Stored)
+    );
+    assert_eq!(
+        h.handle(&collector, put(share("a/1", 1, 1, b"record")))
+            .await,
+        Response::Stored(PutOutcome::Stored)
+    );
+}
+
+#[tokio::test]
+async fn a_share_rotten_on_disk_is_never_released() {
+    let store = Arc::new(MemoryStore::new());
+    let h = Handler::new("node-1", index(1), store.clone(), checks());
+    let good = share("a/1", 1, 1, b"record");
+    h.handle(&peer(Role::Collector), put(good.clone())).await;
+    // Rot that the store's own checksum cannot see: the value is rewritten whole, with a
+    // checksum over the rotten bytes.
+    let mut rotten = good;
+    rotten.payload[4] ^= 0x80;
+    let value = crate::store::codec::encode(&rotten).expect("encode");
+    store.insert_raw(b"a/1", &value);
+    let answer = h.handle(&peer(Role::Reader), get("a/1", true)).await;
+    assert_eq!(error_code(&answer), Some(ErrorCode::Corrupt), "{answer:?}");
 }

@@ -8,7 +8,8 @@
 //! ```text
 //!  QUIC connection (mTLS, ALPN bunsan/1) ── peer certificate ──▶ PeerIdentity (role, name)
 //!    └─ bidi stream ─▶ server: u32 length ─▶ ≤ FRAME_MAX_BYTES? ─▶ body ─▶ Request
-//!         └─▶ Handler::handle: role allows action? ─▶ checks (index, tombstone, purpose)
+//!         └─▶ Handler::handle: role allows action? ─▶ checks (index, tombstone, purpose,
+//!               signature + writer certificate, commitment, sealed nonce)
 //!               └─▶ ShareStore (sled | memory): put-if-newer, durable before the answer
 //!         ◀── Response frame, stream finished
 //! ```
@@ -20,6 +21,10 @@
 //!   audit log) sits.
 //! - [`revocation`]: the CRL every client certificate is checked against, reloaded on SIGHUP
 //!   and when the file changes, applied to live connections too, failing closed when expired.
+//! - [`checks`]: envelope signature and commitment checks on put, commitment re-check on
+//!   every release (bitrot).
+//! - [`export`]: reads one share straight from a stopped node's store into a file that the
+//!   plain `sharks` crate can combine (docs/RECOVERY.md).
 //! - `server`: the quinn shell: accept, identify, frame, time out, shut down gracefully.
 //! - `repair`, `refresh`, `peers`: node-to-node work. A helper sends the target a masked
 //!   contribution; the target sums k of them into its share (no node ever holds more than its
@@ -31,9 +36,11 @@
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
 //! `bunsan_client::tls`, shared by every endpoint).
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod handler;
 pub mod metrics;
 mod peers;
@@ -123,6 +130,9 @@ impl Node {
         // refuses a data directory of another index), and only then the socket.
         let revocation = revocation::Initial::load(&config)?;
         let server_config = server::server_config(&config.limits, revocation.tls_config()?)?;
+        let identity =
+            bunsan_client::tls::Identity::from_files(&config.cert, &config.key, &config.ca)?;
+        let checks = checks::Checks::from_identity(&identity)?;
         let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
         let bind_error = |source| Error::Bind {
             addr: config.listen,
@@ -140,7 +150,8 @@ impl Node {
             addr: config.listen,
             source,
         })?;
-        let mut handler = handler::Handler::new(config.id.clone(), config.index, store.clone());
+        let mut handler =
+            handler::Handler::new(config.id.clone(), config.index, store.clone(), checks);
         if let Some(manifest) = &config.cluster {
             handler = handler.with_peers(Arc::new(peers::Peers::load(&config, manifest)?));
         }

@@ -4,9 +4,15 @@
 //! ```text
 //!  admin ──RefreshStage{plan}──▶ node j: δ_j ← deal_zero; ──RefreshDeal{δ_j(x_m)}──▶ node m (all m ≠ j)
 //!                                        wait for every δ_m(x_j); stage y_j ⊕ Σ δ(x_j)  ──▶ Staged
-//!  admin ──RefreshCommit──▶ every node: staged becomes current (put-if-newer: same version,
-//!                                       higher epoch), then the staged copy is dropped
+//!  admin ──RefreshCommit{seal}──▶ every node: staged becomes current (put-if-newer: same
+//!                                       version, higher epoch), then the staged copy is dropped
 //! ```
+//!
+//! With integrity: when it stages, each node draws a fresh nonce'_j for its new share, seals it
+//! to its own key, and answers with c'_j and the sealed nonce'_j; the coordinator (admin) signs
+//! the seal over every node's c'_j and sealed nonce'_j and sends it with the commit; each node
+//! checks the seal's signature and that its own slot is what it staged before switching. A
+//! refresh needs every node of the record: a seal commits to all n shares.
 //!
 //! Deals travel node to node over mTLS and are accepted at once (a deal may arrive before the
 //! stage request that expects it); the stage request waits, bounded by [`DEAL_WAIT`], until
@@ -16,15 +22,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bunsan_protocol::message::{ErrorCode, PutOutcome, Request, Response};
-use bunsan_protocol::refresh::{self, RefreshPlan};
+use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::integrity::{commit, CommitNonce};
+use bunsan_protocol::message::{ErrorCode, PutOutcome, RemoteError, Request, Response};
+use bunsan_protocol::refresh::{self, RefreshPlan, RefreshSeal};
 use bunsan_protocol::repair::{Accumulator, SessionId};
 use bunsan_protocol::role::PeerIdentity;
 use bunsan_protocol::{RecordKey, RequestId, ShareIndex};
+use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
+use crate::checks::Checks;
 use crate::handler::{failure, refuse};
 use crate::peers::Peers;
 use crate::store::ShareStore;
@@ -40,6 +50,7 @@ const PENDING_BYTES_MAX: u64 = 512 << 20;
 pub(crate) struct Refreshes {
     index: ShareIndex,
     store: Arc<dyn ShareStore>,
+    checks: Arc<Checks>,
     peers: Option<Arc<Peers>>,
     pending: Mutex<Pending>,
 }
@@ -63,23 +74,24 @@ impl Refreshes {
     pub(crate) fn new(
         index: ShareIndex,
         store: Arc<dyn ShareStore>,
+        checks: Arc<Checks>,
         peers: Option<Arc<Peers>>,
     ) -> Self {
         Self {
             index,
             store,
+            checks,
             peers,
             pending: Mutex::new(Pending::default()),
         }
     }
 
-    fn peers(&self) -> Result<&Arc<Peers>, Response> {
-        self.peers.as_ref().ok_or_else(|| {
-            refuse(
-                ErrorCode::Unavailable,
-                "this node has no cluster manifest (node.toml key `cluster`), so it cannot \
-                 take part in refreshes",
-            )
+    fn peers(&self) -> Result<&Arc<Peers>, RemoteError> {
+        self.peers.as_ref().ok_or_else(|| RemoteError {
+            code: ErrorCode::Unavailable,
+            message: "this node has no cluster manifest (node.toml key `cluster`), so it \
+                          cannot take part in refreshes"
+                .to_owned(),
         })
     }
 
@@ -91,7 +103,7 @@ impl Refreshes {
     pub(crate) async fn stage(&self, request_id: RequestId, plan: RefreshPlan) -> Response {
         let peers = match self.peers() {
             Ok(peers) => Arc::clone(peers),
-            Err(refusal) => return refusal,
+            Err(refusal) => return Response::Error(refusal),
         };
         if !plan.participants().contains(&self.index) {
             return refuse(
@@ -110,13 +122,13 @@ impl Refreshes {
             Err(e) => return failure(&e),
         };
         let scheme = current.header.scheme;
-        if current.header.tombstone || current.header.generation() != (plan.version, plan.epoch) {
+        if current.header.tombstone || current.generation() != (plan.version, plan.epoch) {
             return refuse(
                 ErrorCode::Conflict,
                 format!(
                     "this node holds version {} epoch {}{}, the refresh is of version {} epoch {}",
                     current.header.version,
-                    current.header.epoch,
+                    current.epoch(),
                     if current.header.tombstone {
                         " (a tombstone)"
                     } else {
@@ -130,6 +142,20 @@ impl Refreshes {
         if let Err(e) = plan.check_threshold(scheme.threshold()) {
             return refuse(ErrorCode::BadRequest, e.to_string());
         }
+        if plan.participants().len() != usize::from(scheme.shares()) {
+            return refuse(
+                ErrorCode::BadRequest,
+                "a refresh seal commits to every share: every node must take part",
+            );
+        }
+        // A damaged share is not refreshed: its damage would carry into the new epoch. A share
+        // without its nonce (regenerated by repair where no nonce was sealed to this node, and
+        // confirmed by two helper sets) is what a refresh exists to commit anew.
+        if current.nonce.is_some() {
+            if let Err(refusal) = Checks::release(&current) {
+                return Response::Error(refusal);
+            }
+        }
         if plan
             .participants()
             .iter()
@@ -142,18 +168,14 @@ impl Refreshes {
         }
         match self.store.staged(&plan.key).await {
             // A retried stage: the share is staged already, and dealing again would mix deals.
-            Ok(Some((id, staged))) if id == plan.refresh_id => {
-                return Response::Staged {
-                    epoch: staged.header.epoch,
-                }
-            }
+            Ok(Some((id, staged))) if id == plan.refresh_id => return self.staged_answer(&staged),
             Ok(_) => {}
             Err(e) => return failure(&e),
         }
         let len = current.payload.len();
         let mut complete = match self.session(&plan, len) {
             Ok(complete) => complete,
-            Err(refusal) => return refusal,
+            Err(refusal) => return Response::Error(refusal),
         };
         let deals = match refresh::deal_zero(
             scheme.threshold(),
@@ -224,22 +246,58 @@ impl Refreshes {
             return refuse(ErrorCode::BadRequest, e.to_string());
         }
         next.payload = payload.to_vec();
-        next.header.epoch = plan.next_epoch();
-        // Integrity seam: a fresh commitment nonce for the new share, sealed to this node, and
-        // c'_j returned to the coordinator, belong here.
+        // A fresh nonce for the new share, sealed to this node's own key; the staged envelope
+        // carries a provisional seal (this node's slot new, the others as before, the previous
+        // signature) until the commit brings the refresher's.
+        let nonce = CommitNonce::random(&mut rand::rng());
+        let sealed = match self.checks.seal_own(&next, self.index, &nonce) {
+            Ok(sealed) => sealed,
+            Err(e) => return refuse(ErrorCode::Unavailable, e.to_string()),
+        };
+        let slot = usize::from(self.index.get()) - 1;
+        let mut provisional = match &next.refresh {
+            Some(seal) => (**seal).clone(),
+            None => RefreshSeal {
+                epoch: 0,
+                signed_micros: 0,
+                commitments: next.header.commitments.clone(),
+                sealed_nonces: next.header.sealed_nonces.clone(),
+                signature: next.signature.clone(),
+            },
+        };
+        provisional.epoch = plan.next_epoch();
+        provisional.commitments[slot] = commit(&nonce, self.index, &next.payload);
+        provisional.sealed_nonces[slot] = Some(sealed);
+        next.refresh = Some(Box::new(provisional));
+        next.nonce = Some(nonce);
         match self.store.stage(plan.refresh_id, &next).await {
             Ok(()) => {
                 tracing::info!(
                     refresh_id = %plan.refresh_id,
                     key = %plan.key,
-                    epoch = next.header.epoch,
+                    epoch = next.epoch(),
                     "refreshed share staged"
                 );
-                Response::Staged {
-                    epoch: next.header.epoch,
-                }
+                self.staged_answer(&next)
             }
             Err(e) => failure(&e),
+        }
+    }
+
+    /// The answer to a stage: the staged epoch and this node's new commitment and seal.
+    fn staged_answer(&self, staged: &ShareEnvelope) -> Response {
+        match (
+            staged.commitment(self.index),
+            staged.sealed_nonce(self.index),
+        ) {
+            (Some(commitment), Some(sealed)) => Response::Staged {
+                epoch: staged.epoch(),
+                commitment: *commitment,
+                sealed_nonce: sealed.clone(),
+                header: Box::new(staged.header.clone()),
+                signature: staged.signature.clone(),
+            },
+            _ => refuse(ErrorCode::Corrupt, "the staged share lacks its commitment"),
         }
     }
 
@@ -253,7 +311,7 @@ impl Refreshes {
     ) -> Response {
         let peers = match self.peers() {
             Ok(peers) => peers,
-            Err(refusal) => return refusal,
+            Err(refusal) => return Response::Error(refusal),
         };
         if let Err(reason) = peers.check_sender(peer, from) {
             return refuse(ErrorCode::Forbidden, reason);
@@ -266,7 +324,7 @@ impl Refreshes {
         }
         let delta = Zeroizing::new(delta);
         if let Err(refusal) = self.session(&plan, delta.len()) {
-            return refusal;
+            return Response::Error(refusal);
         }
         let mut pending = self.lock();
         let Some(deals) = pending.sessions.get_mut(&plan.refresh_id) else {
@@ -287,10 +345,29 @@ impl Refreshes {
         &self,
         refresh_id: SessionId,
         key: &RecordKey,
-        epoch: u32,
+        seal: RefreshSeal,
     ) -> Response {
+        let epoch = seal.epoch;
         match self.store.staged(key).await {
-            Ok(Some((id, staged))) if id == refresh_id => {
+            Ok(Some((id, mut staged))) if id == refresh_id => {
+                let slot = usize::from(self.index.get()) - 1;
+                let ours = staged.epoch() == seal.epoch
+                    && staged.commitment(self.index) == seal.commitments.get(slot)
+                    && staged.sealed_nonce(self.index)
+                        == seal.sealed_nonces.get(slot).and_then(Option::as_ref);
+                if !ours {
+                    return refuse(
+                        ErrorCode::BadRequest,
+                        "the seal does not carry the commitment this node staged",
+                    );
+                }
+                if let Err(refusal) = self.checks.verify_seal(&staged, &seal, UnixTime::now()) {
+                    return Response::Error(refusal);
+                }
+                staged.refresh = Some(Box::new(seal));
+                if let Err(refusal) = Checks::release(&staged) {
+                    return Response::Error(refusal);
+                }
                 let outcome = match self.store.put(&staged).await {
                     Ok(outcome) => outcome,
                     Err(e) => return failure(&e),
@@ -307,7 +384,7 @@ impl Refreshes {
             ),
             Ok(None) => match self.store.get(key).await {
                 // Committed already: a retried commit.
-                Ok(Some(current)) if current.header.epoch >= epoch => {
+                Ok(Some(current)) if current.epoch() >= epoch => {
                     Response::Stored(PutOutcome::AlreadyStored)
                 }
                 Ok(_) => refuse(ErrorCode::Conflict, "nothing is staged for this refresh"),
@@ -328,7 +405,11 @@ impl Refreshes {
 
     /// Finds or opens the deal collection of `plan` (expecting one deal of `len` bytes from
     /// every other participant) and returns a watch that turns true once all are in.
-    fn session(&self, plan: &RefreshPlan, len: usize) -> Result<watch::Receiver<bool>, Response> {
+    fn session(
+        &self,
+        plan: &RefreshPlan,
+        len: usize,
+    ) -> Result<watch::Receiver<bool>, RemoteError> {
         let mut pending = self.lock();
         let now = Instant::now();
         let expired: Vec<SessionId> = pending
@@ -342,15 +423,18 @@ impl Refreshes {
         }
         if let Some(deals) = pending.sessions.get(&plan.refresh_id) {
             if deals.plan != *plan || deals.len != len {
-                return Err(refuse(
-                    ErrorCode::Conflict,
-                    "this deal disagrees with earlier ones of the same refresh",
-                ));
+                return Err(RemoteError {
+                    code: ErrorCode::Conflict,
+                    message: "this deal disagrees with earlier ones of the same refresh".to_owned(),
+                });
             }
             return Ok(deals.complete.subscribe());
         }
         if pending.sessions.len() >= PENDING_MAX || pending.bytes + len as u64 > PENDING_BYTES_MAX {
-            return Err(refuse(ErrorCode::Busy, "too many refreshes in progress"));
+            return Err(RemoteError {
+                code: ErrorCode::Busy,
+                message: "too many refreshes in progress".to_owned(),
+            });
         }
         let others: Vec<ShareIndex> = plan
             .participants()

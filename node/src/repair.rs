@@ -12,22 +12,30 @@
 //! (see `bunsan_protocol::repair`), so the admin never sees share bytes and the target sees
 //! only masked pieces.
 //!
-//! Checking the result: a share is stored only if it matches its commitment c_t, or, where the
-//! target cannot check (no commitments in the envelope format, or a node rebuilt under a new
-//! key that cannot open its sealed nonce), once two different helper sets gave the same
-//! result. Until then the target keeps only a keyed fingerprint of the candidate.
+//! Checking the result: the header's writer signature (and a refresh seal) must verify, and the
+//! share must match its commitment c_t with nonce_t, which the target opens from the sealed
+//! nonce in the envelope with its own key. A node rebuilt under a new key cannot open it: it
+//! stores the share only once two different helper sets gave the same result, without a nonce
+//! (so it does not release it until a refresh commits it anew). Until then the target keeps
+//! only a keyed fingerprint of the candidate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope, ENVELOPE_FORMAT};
-use bunsan_protocol::message::{Contribution, ErrorCode, RepairOutcome, Request, Response};
+use bunsan_protocol::integrity::WriterSignature;
+use bunsan_protocol::message::{
+    Contribution, ErrorCode, RemoteError, RepairOutcome, Request, Response,
+};
+use bunsan_protocol::refresh::RefreshSeal;
 use bunsan_protocol::repair::{self, Accumulator, RepairPlan, SessionId};
 use bunsan_protocol::{RecordKey, RequestId, ShareIndex, Version};
+use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::checks::Checks;
 use crate::handler::{failure, refuse};
 use crate::peers::Peers;
 use crate::store::ShareStore;
@@ -51,6 +59,7 @@ const CANDIDATE_TTL: Duration = Duration::from_secs(600);
 pub(crate) struct Repairs {
     index: ShareIndex,
     store: Arc<dyn ShareStore>,
+    checks: Arc<Checks>,
     peers: Option<Arc<Peers>>,
     sessions: Mutex<Sessions>,
     /// Keys the candidate fingerprints, so a node never keeps a plain hash of a share.
@@ -66,7 +75,7 @@ struct Sessions {
 
 struct Pending {
     plan: RepairPlan,
-    header: RecordHeader,
+    dealing: Dealing,
     acc: Accumulator,
     deadline: Instant,
     done: watch::Sender<Option<Response>>,
@@ -78,10 +87,15 @@ struct Candidate {
     seen: Instant,
 }
 
+/// The public part of the envelope every contribution of one repair must carry identically.
+#[derive(Clone, PartialEq, Eq)]
+struct Dealing {
+    header: RecordHeader,
+    signature: WriterSignature,
+    refresh: Option<Box<RefreshSeal>>,
+}
+
 /// Whether a regenerated share could be checked against its commitment.
-// `Verified` and `Failed` are what the integrity envelope (per-share commitments) produces;
-// envelope format 1 can only say `Unverifiable`.
-#[allow(dead_code)]
 enum Check {
     /// It matches c_t.
     Verified,
@@ -95,6 +109,7 @@ impl Repairs {
     pub(crate) fn new(
         index: ShareIndex,
         store: Arc<dyn ShareStore>,
+        checks: Arc<Checks>,
         peers: Option<Arc<Peers>>,
     ) -> Self {
         let mut fingerprint_key = [0u8; 32];
@@ -102,19 +117,19 @@ impl Repairs {
         Self {
             index,
             store,
+            checks,
             peers,
             sessions: Mutex::new(Sessions::default()),
             fingerprint_key,
         }
     }
 
-    fn peers(&self) -> Result<&Peers, Response> {
-        self.peers.as_deref().ok_or_else(|| {
-            refuse(
-                ErrorCode::Unavailable,
-                "this node has no cluster manifest (node.toml key `cluster`), so it cannot \
-                 take part in repairs",
-            )
+    fn peers(&self) -> Result<&Peers, RemoteError> {
+        self.peers.as_deref().ok_or_else(|| RemoteError {
+            code: ErrorCode::Unavailable,
+            message: "this node has no cluster manifest (node.toml key `cluster`), so it \
+                          cannot take part in repairs"
+                .to_owned(),
         })
     }
 
@@ -129,7 +144,7 @@ impl Repairs {
     pub(crate) async fn help(&self, request_id: RequestId, plan: RepairPlan) -> Response {
         let peers = match self.peers() {
             Ok(peers) => peers,
-            Err(refusal) => return refusal,
+            Err(refusal) => return Response::Error(refusal),
         };
         if !plan.helpers().contains(&self.index) {
             return refuse(
@@ -160,12 +175,15 @@ impl Repairs {
                 "tombstones carry no secret: re-send them, do not repair them",
             );
         }
-        if header.generation() != (plan.version, plan.epoch) {
+        if envelope.generation() != (plan.version, plan.epoch) {
             return refuse(
                 ErrorCode::Conflict,
                 format!(
                     "this node holds version {} epoch {}, the plan wants version {} epoch {}",
-                    header.version, header.epoch, plan.version, plan.epoch
+                    header.version,
+                    envelope.epoch(),
+                    plan.version,
+                    plan.epoch
                 ),
             );
         }
@@ -183,8 +201,11 @@ impl Repairs {
                 ),
             );
         }
-        // Integrity seam: with commitments in the envelope, the helper checks its own share
-        // against c_i here and refuses to contribute a damaged one.
+        // A damaged share (or one without its nonce) is never contributed: it would poison the
+        // target's share, and the target could only tell by its commitment check.
+        if let Err(refusal) = Checks::release(&envelope) {
+            return Response::Error(refusal);
+        }
         let mut secrets = Vec::with_capacity(plan.helpers().len() - 1);
         for &other in plan.helpers().iter().filter(|&&x| x != self.index) {
             match peers.pair_secret(other).await {
@@ -198,7 +219,11 @@ impl Repairs {
             }
         }
         let ShareEnvelope {
-            header, payload, ..
+            header,
+            signature,
+            refresh,
+            payload,
+            ..
         } = envelope;
         let payload = Zeroizing::new(payload);
         let data = match repair::contribution(&plan, self.index, &payload, &secrets) {
@@ -222,6 +247,8 @@ impl Repairs {
                 plan,
                 from: self.index,
                 header,
+                signature,
+                refresh,
                 data,
             },
         };
@@ -247,14 +274,17 @@ impl Repairs {
     ) -> Response {
         let peers = match self.peers() {
             Ok(peers) => peers,
-            Err(refusal) => return refusal,
+            Err(refusal) => return Response::Error(refusal),
         };
         let Contribution {
             plan,
             from,
             header,
+            signature,
+            refresh,
             data,
         } = contribution;
+        let epoch = refresh.as_ref().map_or(0, |seal| seal.epoch);
         if plan.target() != self.index {
             return refuse(
                 ErrorCode::WrongNode,
@@ -269,17 +299,22 @@ impl Repairs {
             return refuse(ErrorCode::Forbidden, reason);
         }
         let consistent = header.key == plan.key
-            && header.generation() == (plan.version, plan.epoch)
+            && (header.version, epoch) == (plan.version, plan.epoch)
             && !header.tombstone
             && header.scheme.threshold().as_usize() == plan.helpers().len()
             && self.index.get() <= header.scheme.shares()
-            && data.len() as u64 == header.record_len;
+            && data.len() as u64 == header.share_len();
         if !consistent {
             return refuse(
                 ErrorCode::BadRequest,
                 "the contribution's header does not match its plan or its length",
             );
         }
+        let dealing = Dealing {
+            header,
+            signature,
+            refresh,
+        };
         tracing::info!(
             repair_id = %plan.repair_id,
             key = %plan.key,
@@ -305,7 +340,7 @@ impl Repairs {
                 let pending = Pending {
                     acc: Accumulator::new(plan.helpers(), data.len()),
                     plan: plan.clone(),
-                    header: header.clone(),
+                    dealing: dealing.clone(),
                     deadline: Instant::now() + CONTRIBUTION_WAIT,
                     done: watch::channel(None).0,
                 };
@@ -314,7 +349,7 @@ impl Repairs {
             let Some(pending) = sessions.pending.get_mut(&id) else {
                 return refuse(ErrorCode::Unavailable, "repair session vanished");
             };
-            if pending.plan != plan || pending.header != header {
+            if pending.plan != plan || pending.dealing != dealing {
                 return refuse(
                     ErrorCode::Conflict,
                     "this contribution disagrees with earlier ones of the same repair",
@@ -332,7 +367,9 @@ impl Repairs {
         };
         match waiting {
             Err(Some(pending)) => {
-                let response = self.finish(pending.plan, pending.header, pending.acc).await;
+                let response = self
+                    .finish(pending.plan, pending.dealing, pending.acc)
+                    .await;
                 pending.done.send_replace(Some(response.clone()));
                 response
             }
@@ -362,20 +399,29 @@ impl Repairs {
     }
 
     /// Turns a complete sum into this node's share, checks it, and stores it.
-    async fn finish(&self, plan: RepairPlan, header: RecordHeader, acc: Accumulator) -> Response {
+    async fn finish(&self, plan: RepairPlan, dealing: Dealing, acc: Accumulator) -> Response {
         let payload = match acc.finish() {
             Ok(payload) => payload,
             Err(e) => return refuse(ErrorCode::Unavailable, e.to_string()),
         };
-        let envelope = ShareEnvelope {
+        let mut envelope = ShareEnvelope {
             format: ENVELOPE_FORMAT,
-            header,
+            header: dealing.header,
+            signature: dealing.signature,
+            refresh: dealing.refresh,
             index: self.index,
+            nonce: None,
             payload: payload.to_vec(),
         };
         if let Err(e) = envelope.validate() {
             return refuse(ErrorCode::BadRequest, e.to_string());
         }
+        // The writer's header (and a refresher's seal) must be genuine: a helper cannot make
+        // the target store a forged dealing.
+        if let Err(refusal) = self.checks.verify_signatures(&envelope, UnixTime::now()) {
+            return Response::Error(refusal);
+        }
+        envelope.nonce = self.checks.open_own(&envelope, self.index);
         match self.check(&envelope) {
             Check::Verified => {}
             Check::Failed(reason) => {
@@ -436,12 +482,16 @@ impl Repairs {
         }
     }
 
-    /// Checks a regenerated share against what the envelope commits to.
-    fn check(&self, _envelope: &ShareEnvelope) -> Check {
-        // Envelope format 1 carries no per-share commitments, so there is nothing to check a
-        // share against, and the two-helper-set rule applies. With the integrity envelope the
-        // target opens its sealed nonce with its key and compares c_t here.
-        Check::Unverifiable
+    /// Checks a regenerated share against its commitment c_t, if the node could open its
+    /// nonce (`open_own` filled it in).
+    fn check(&self, envelope: &ShareEnvelope) -> Check {
+        match &envelope.nonce {
+            None => Check::Unverifiable,
+            Some(_) => match envelope.check_commitment() {
+                Ok(()) => Check::Verified,
+                Err(e) => Check::Failed(e.to_string()),
+            },
+        }
     }
 }
 
@@ -461,7 +511,9 @@ impl Sessions {
 
     fn take(&mut self, id: &SessionId) -> Option<Pending> {
         let pending = self.pending.remove(id)?;
-        self.pending_bytes = self.pending_bytes.saturating_sub(pending.header.record_len);
+        self.pending_bytes = self
+            .pending_bytes
+            .saturating_sub(pending.dealing.header.share_len());
         Some(pending)
     }
 }

@@ -3,23 +3,41 @@
 mod common;
 
 use bunsan_node::{Error, Node, StoreBackend};
+use std::path::Path;
+
+use bunsan_client::Identity;
+use bunsan_protocol::dealing;
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{ErrorCode, PutOutcome, Request, Response};
 use bunsan_protocol::role::Role;
-use bunsan_protocol::{Purpose, RecordKey, RequestId, Scheme, ShareIndex, Version, WriterId};
+use bunsan_protocol::seal::RecipientKey;
+use bunsan_protocol::{Purpose, RecordKey, RequestId, Scheme, ShareIndex, Version};
 use common::{call, connect, connect_without_role_check, exchange_raw, Pki};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
-fn share(index: u8, payload: &[u8]) -> ShareEnvelope {
-    ShareEnvelope::data(
-        RecordKey::new("clinic-1/patient-7/note").expect("key"),
+/// The three envelopes of `record` (2-of-3), signed by the collector identity in
+/// `collector_dir`, with node-1's nonce sealed to the certificate at `node_cert`.
+fn deal(collector_dir: &Path, node_cert: &Path, record: &[u8]) -> Vec<ShareEnvelope> {
+    let signer = Identity::load(collector_dir)
+        .expect("identity")
+        .signer()
+        .expect("signer");
+    let node_cert = CertificateDer::from_pem_file(node_cert).expect("node certificate");
+    let recipient = RecipientKey::from_certificate(&node_cert).expect("recipient");
+    dealing::deal(
+        record,
+        &RecordKey::new("clinic-1/patient-7/note").expect("key"),
         Version {
             clock_micros: 1_700_000_000_000_000,
-            writer: WriterId(42),
+            writer: signer.writer_id(),
         },
         Scheme::new(2, 3).expect("scheme"),
-        ShareIndex::new(index).expect("index"),
-        payload.to_vec(),
+        &[Some(recipient), None, None],
+        &signer,
+        &mut rand::rng(),
     )
+    .expect("deal")
 }
 
 fn get_request() -> Request {
@@ -100,22 +118,18 @@ async fn oversized_and_truncated_frames_are_answered() {
 #[tokio::test]
 async fn roles_decide_what_a_peer_may_do() {
     let pki = Pki::new();
-    let node = Node::start(pki.node("node-1", 1, StoreBackend::Memory))
-        .await
-        .expect("start");
+    let config = pki.node("node-1", 1, StoreBackend::Memory);
+    let node = Node::start(config.clone()).await.expect("start");
     let addr = node.local_addr();
-    let collector = connect(
-        &pki.issue("collector", Some(Role::Collector)),
-        addr,
-        "node-1",
-    )
-    .await;
+    let collector_dir = pki.issue("collector", Some(Role::Collector));
+    let collector = connect(&collector_dir, addr, "node-1").await;
     let reader = connect(&pki.issue("reader", Some(Role::Reader)), addr, "node-1").await;
     let admin = connect(&pki.issue("admin", Some(Role::Admin)), addr, "node-1").await;
+    let envelopes = deal(&collector_dir, &config.cert, b"share bytes");
 
     let put = Request::Put {
         request_id: RequestId([1; 16]),
-        envelope: share(1, b"share bytes"),
+        envelope: envelopes[0].clone(),
     };
     assert_eq!(
         call(&collector, &put).await,
@@ -127,7 +141,7 @@ async fn roles_decide_what_a_peer_may_do() {
     );
     let misaddressed = Request::Put {
         request_id: RequestId([1; 16]),
-        envelope: share(2, b"share bytes"),
+        envelope: envelopes[1].clone(),
     };
     assert_eq!(
         code(&call(&collector, &misaddressed).await),
@@ -146,7 +160,7 @@ async fn roles_decide_what_a_peer_may_do() {
     }
     assert_eq!(
         call(&reader, &get_request()).await,
-        Response::Share(share(1, b"share bytes"))
+        Response::Share(envelopes[0].clone())
     );
     assert_eq!(
         code(&call(&reader, &Request::Status).await),
@@ -183,15 +197,12 @@ async fn acknowledged_shares_survive_a_restart_on_the_same_index_only() {
     let pki = Pki::new();
     let config = pki.node("node-1", 1, StoreBackend::Sled);
     let node = Node::start(config.clone()).await.expect("start");
-    let collector = connect(
-        &pki.issue("collector", Some(Role::Collector)),
-        node.local_addr(),
-        "node-1",
-    )
-    .await;
+    let collector_dir = pki.issue("collector", Some(Role::Collector));
+    let collector = connect(&collector_dir, node.local_addr(), "node-1").await;
+    let envelopes = deal(&collector_dir, &config.cert, &[9; 1000]);
     let put = Request::Put {
         request_id: RequestId([1; 16]),
-        envelope: share(1, &[9; 1000]),
+        envelope: envelopes[0].clone(),
     };
     assert_eq!(
         call(&collector, &put).await,
@@ -216,7 +227,7 @@ async fn acknowledged_shares_survive_a_restart_on_the_same_index_only() {
     .await;
     assert_eq!(
         call(&reader, &get_request()).await,
-        Response::Share(share(1, &[9; 1000]))
+        Response::Share(envelopes[0].clone())
     );
     node.shutdown().await;
 }

@@ -170,6 +170,67 @@ pub enum Error {
         /// What failed.
         reason: &'static str,
     },
+    /// The writer's signature over a record header does not verify, or the header claims a
+    /// writer id that is not the signing certificate's: the header was altered or forged.
+    #[error("bad header signature: {reason}")]
+    BadSignature {
+        /// What did not verify.
+        reason: String,
+    },
+    /// The writer certificate does not chain to the cluster CA for client use at the time it
+    /// was checked (foreign CA, expired, malformed).
+    #[error("untrusted writer certificate: {reason}")]
+    UntrustedWriter {
+        /// Why path validation failed.
+        reason: String,
+    },
+    /// The writer certificate is valid but its role may not sign this kind of header: data
+    /// needs a collector, a tombstone an admin.
+    #[error("a {role} certificate may not sign a {} header", if *.tombstone { "tombstone" } else { "record" })]
+    WriterRoleNotAllowed {
+        /// The signing certificate's role.
+        role: crate::role::Role,
+        /// Whether the header is a tombstone.
+        tombstone: bool,
+    },
+    /// Share `index` does not match its signed commitment c_j = BLAKE3(nonce_j ‖ x_j ‖ y_j):
+    /// the share, its nonce or both were altered (bitrot, a lying node, a forged share).
+    #[error("share {index} does not match its commitment")]
+    BadCommitment {
+        /// The share's x-coordinate.
+        index: u8,
+    },
+    /// A sealed nonce could not be made or opened: wrong recipient key, altered ciphertext,
+    /// or a recipient certificate without a P-256 key.
+    #[error("sealed nonce for share {index}: {reason}")]
+    Seal {
+        /// The share (node) index the seal is for.
+        index: u8,
+        /// What failed.
+        reason: String,
+    },
+    /// A private key could not be used (not PKCS#8, not ECDSA P-256).
+    #[error("unusable private key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The rebuilt record does not match the signed end-to-end check BLAKE3(salt ‖ record):
+    /// some combined share was wrong although its commitment passed (e.g. a writer that dealt
+    /// inconsistent shares). Nothing is returned.
+    #[error("the rebuilt record fails its end-to-end check")]
+    RecordCheckFailed,
+    /// Robust decoding found more inconsistent shares than it can correct: with m shares of a
+    /// k-of-n record, at most ⌊(m − k)/2⌋ bad shares can be located.
+    #[error("too many inconsistent shares: {shares} shares with threshold {threshold} correct at most {correctable}")]
+    TooManyBadShares {
+        /// Shares decoded.
+        shares: usize,
+        /// Threshold k.
+        threshold: usize,
+        /// ⌊(shares − k)/2⌋.
+        correctable: usize,
+    },
 }
 
 /// Shorthand for results of protocol functions.

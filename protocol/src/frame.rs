@@ -84,24 +84,14 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8], max_bytes: u32, what: &'static 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::ShareEnvelope;
     use crate::message::{Request, Response};
-    use crate::types::{RecordKey, RequestId, Scheme, ShareIndex, Version, WriterId};
+    use crate::types::RequestId;
     use proptest::prelude::*;
 
     fn put_request(payload: Vec<u8>) -> Request {
         Request::Put {
             request_id: RequestId([3; 16]),
-            envelope: ShareEnvelope::data(
-                RecordKey::new("k").expect("key"),
-                Version {
-                    clock_micros: 1,
-                    writer: WriterId(2),
-                },
-                Scheme::new(2, 3).expect("scheme"),
-                ShareIndex::new(1).expect("index"),
-                payload,
-            ),
+            envelope: crate::envelope::sample(1, payload),
         }
     }
 

@@ -12,6 +12,11 @@
 //!   (0x11d) and share layout as the `sharks` crate, so `sharks` can always recover our shares.
 //! - [`types`]: newtypes that cannot hold a bad value (threshold, share index, key, version).
 //! - [`envelope`]: what a node stores for one record version, with a format version byte.
+//! - [`integrity`]: salted per-share commitments, the end-to-end record check, the writer's
+//!   signature over the header and its verification against the cluster CA.
+//! - [`seal`]: each share's commitment nonce sealed to its node's key (ECDH P-256 + AEAD).
+//! - [`dealing`]: record → n signed envelopes, and verified shares → checked record.
+//! - [`robust`]: Berlekamp–Welch decoding that locates wrong shares.
 //! - [`message`] and [`frame`]: the request/response messages and their length-prefixed framing.
 //! - [`manifest`]: the cluster manifest (`cluster.toml`) every client and tool reads.
 //! - [`role`]: the roles carried in certificates and what each may do.
@@ -26,17 +31,23 @@
 
 // `unsafe` is denied crate-wide (workspace lint); only the SIMD kernel module allows it.
 
+pub mod dealing;
 pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod gf256;
 pub mod hlc;
+pub mod integrity;
 pub mod manifest;
 pub mod message;
 pub mod refresh;
 pub mod repair;
+pub mod robust;
 pub mod role;
+pub mod seal;
 pub mod shamir;
+#[cfg(test)]
+mod test_pki;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{RecordHeader, ShareEnvelope};
-use crate::refresh::RefreshPlan;
+use crate::integrity::{Digest, WriterSignature};
+use crate::refresh::{RefreshPlan, RefreshSeal};
 use crate::repair::{RepairPlan, SessionId};
+use crate::seal::SealedNonce;
 use crate::types::{Purpose, RecordKey, RequestId, ShareIndex, Version};
 
 /// The ALPN protocol id of this message set.
@@ -110,8 +112,9 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
     },
-    /// Make the staged share of a refresh the node's current share (admin). Idempotent: a
-    /// node that committed already (holds `epoch` or later) answers `AlreadyStored`.
+    /// Make the staged share of a refresh the node's current share, with the refresher's seal
+    /// over every participant's new commitment (admin). Idempotent: a node that committed
+    /// already (holds the seal's epoch or later) answers `AlreadyStored`.
     RefreshCommit {
         /// The same at every participant of one commit.
         request_id: RequestId,
@@ -119,8 +122,8 @@ pub enum Request {
         refresh_id: SessionId,
         /// The record.
         key: RecordKey,
-        /// The epoch the refresh staged.
-        epoch: u32,
+        /// The new commitments and sealed nonces, signed by the refresher.
+        seal: RefreshSeal,
     },
     /// Drop the staged share of a refresh that did not complete (admin). Idempotent.
     RefreshAbort {
@@ -164,6 +167,10 @@ pub struct Contribution {
     /// The helper's header of the record version: every helper's must agree, and the target
     /// stores it with the regenerated share.
     pub header: RecordHeader,
+    /// The writer's signature over `header`.
+    pub signature: WriterSignature,
+    /// The refresh seal in force, if the version was refreshed.
+    pub refresh: Option<Box<RefreshSeal>>,
     /// μ_from · y_from with the helper's pair masks XORed in: uniformly random on its own.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
@@ -215,6 +222,14 @@ pub enum Response {
     Staged {
         /// The epoch staged.
         epoch: u32,
+        /// c'_j of the node's new share.
+        commitment: Digest,
+        /// nonce'_j, sealed by the node to its own key.
+        sealed_nonce: SealedNonce,
+        /// The writer-signed header of the version (public): what the refresher's seal binds.
+        header: Box<RecordHeader>,
+        /// The writer's signature over it.
+        signature: WriterSignature,
     },
     /// Answer to [`Request::RefreshDeal`]: the deal was added to the node's pending sum.
     DealAccepted,
@@ -272,8 +287,11 @@ pub enum HeldShare {
         tombstone: bool,
         /// The record length.
         record_len: u64,
-        /// BLAKE3 of the encoded header: equal on every node that holds the same dealing.
+        /// [`ShareEnvelope::dealing_digest`]: equal on every node that holds the same dealing.
         header_digest: [u8; 32],
+        /// For a tombstone: its signed header, which carries no secret, so that a node that
+        /// lacks it can be sent it again.
+        tombstone_proof: Option<Box<(RecordHeader, WriterSignature)>>,
     },
     /// The stored value failed a check; the node will not release it.
     Corrupt {
@@ -342,8 +360,15 @@ pub enum ErrorCode {
     Busy,
     /// The node could not complete the request (storage or audit failure); nothing was released.
     Unavailable,
-    /// Stored data failed a check (corruption); the share was not released.
+    /// Stored data failed a check (corruption, or a share that no longer matches its
+    /// commitment); the share was not released.
     Corrupt,
+    /// The envelope's header signature, writer certificate (chain to the cluster CA, role,
+    /// writer id) or version does not verify; nothing was written.
+    BadSignature,
+    /// The envelope's share does not match its signed commitment, or the nonce sealed to this
+    /// node does not open to the envelope's nonce; nothing was written.
+    BadCommitment,
 }
 
 /// A refusal or failure, with a human-readable explanation.

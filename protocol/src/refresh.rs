@@ -22,7 +22,9 @@ use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::integrity::{Digest, WriterSignature};
 use crate::repair::SessionId;
+use crate::seal::SealedNonce;
 use crate::shamir::{self, Share};
 use crate::types::{RecordKey, ShareIndex, Threshold, Version};
 
@@ -120,6 +122,50 @@ impl RefreshPlan {
             });
         }
         Ok(())
+    }
+}
+
+/// What a refresh changed in a version's sharing, carried by every envelope of the new epoch:
+/// the epoch, the commitment c'_j and sealed nonce'_j of every new share, and the refresher's
+/// (admin) signature over them and the writer-signed header
+/// ([`crate::integrity::refresh_message`]).
+///
+/// The header keeps the writer's commitments and signature: the writer vouches for the record
+/// (its end-to-end check), the refresher for the new shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshSeal {
+    /// The epoch, 1 after the first refresh.
+    pub epoch: u32,
+    /// When the refresher signed, microseconds since the Unix epoch: readers verify the
+    /// refresher's certificate at this time, so a record stays readable after it expired.
+    pub signed_micros: u64,
+    /// c'_1..c'_n.
+    pub commitments: Vec<Digest>,
+    /// nonce'_j sealed to node j's key, for every j.
+    pub sealed_nonces: Vec<Option<SealedNonce>>,
+    /// The refresher's signature, with its (admin) certificate.
+    pub signature: WriterSignature,
+}
+
+impl RefreshSeal {
+    /// Checks the shape against a record of `shares` shares: epoch at least 1, one commitment
+    /// and one seal slot per share, a well-formed signature.
+    pub fn validate(&self, shares: usize) -> Result<()> {
+        if self.epoch == 0 {
+            return Err(Error::InvalidEnvelope {
+                reason: "a refresh seal has an epoch of at least 1".to_owned(),
+            });
+        }
+        if self.commitments.len() != shares || self.sealed_nonces.len() != shares {
+            return Err(Error::InvalidEnvelope {
+                reason: format!(
+                    "a refresh seal has {} commitments and {} sealed nonces for {shares} shares",
+                    self.commitments.len(),
+                    self.sealed_nonces.len()
+                ),
+            });
+        }
+        self.signature.validate()
     }
 }
 

@@ -210,17 +210,33 @@ pub struct WriterId(pub u64);
 impl WriterId {
     /// The writer id of one session of the holder of `cert_der`.
     pub fn for_session<R: rand::Rng + ?Sized>(cert_der: &[u8], rng: &mut R) -> Self {
-        let digest = blake3::hash(cert_der);
-        let mut cert_part = [0u8; 4];
-        cert_part.copy_from_slice(&digest.as_bytes()[..4]);
         let session: u32 = rng.random();
-        Self((u64::from(u32::from_be_bytes(cert_part)) << 32) | u64::from(session))
+        Self((u64::from(Self::certificate_hash(cert_der)) << 32) | u64::from(session))
+    }
+
+    /// The writer id of `cert_der` with a zero session half: what a signer that is not a
+    /// client session (a tool, a test) writes under.
+    pub fn from_certificate(cert_der: &[u8]) -> Self {
+        Self(u64::from(Self::certificate_hash(cert_der)) << 32)
     }
 
     /// The half of the id derived from the certificate: equal for every session of one
     /// certificate.
     pub fn certificate_part(self) -> u32 {
         (self.0 >> 32) as u32
+    }
+
+    /// Whether this id was derived from `cert_der` (whatever its session half): how a
+    /// verifier ties a signed version to the certificate that signed it.
+    pub fn matches_certificate(self, cert_der: &[u8]) -> bool {
+        self.certificate_part() == Self::certificate_hash(cert_der)
+    }
+
+    fn certificate_hash(cert_der: &[u8]) -> u32 {
+        let digest = blake3::hash(cert_der);
+        let mut cert_part = [0u8; 4];
+        cert_part.copy_from_slice(&digest.as_bytes()[..4]);
+        u32::from_be_bytes(cert_part)
     }
 }
 

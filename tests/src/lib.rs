@@ -5,6 +5,8 @@
 //! directory, and talks to them through the real client SDK.
 
 use std::future::Future;
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunsan_client::{Client, ClientOptions, Error};
+use bunsan_client::{Client, ClientOptions, Error, Identity};
 use bunsan_cluster::drill::{self, DrillOptions, NodeControl};
 use bunsan_cluster::inventory;
 use bunsan_cluster::refresh::{self, RefreshOptions};
@@ -14,6 +14,7 @@ use bunsan_cluster::repair::{self, RepairOptions, ADMIN_CALL_TIMEOUT};
 use bunsan_cluster::LocalCluster;
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::gf256;
+use bunsan_protocol::integrity::Signer;
 use bunsan_protocol::message::{Request, Response};
 use bunsan_protocol::shamir::{self, Share};
 use bunsan_protocol::{RecordKey, RequestId};
@@ -32,6 +33,15 @@ fn admin(cluster: &LocalCluster) -> Arc<Client> {
                 },
             )
             .expect("admin identity"),
+    )
+}
+
+fn admin_signer(cluster: &LocalCluster) -> Arc<Signer> {
+    Arc::new(
+        Identity::load(&cluster.layout().client_dir("admin"))
+            .expect("admin identity")
+            .signer()
+            .expect("admin signer"),
     )
 }
 
@@ -116,6 +126,20 @@ async fn wiped_and_stale_nodes_are_rebuilt_and_no_share_travels_unmasked() {
         (3, 1),
         "node-5 gets the overwrite, two new records and the tombstone: {stale:?}"
     );
+
+    // The writer could not seal nonces to node-5 while it was down, so node-5 holds its
+    // regenerated shares without a nonce (confirmed by two helper sets) and does not release
+    // them yet: a refresh commits every share anew, sealed to every node.
+    let signer = admin_signer(&cluster);
+    let refreshed = refresh::refresh_with(
+        &admin,
+        &signer,
+        cluster.manifest(),
+        &RefreshOptions::default(),
+    )
+    .await
+    .expect("refresh runs");
+    assert!(refreshed.failed.is_empty(), "{refreshed:?}");
 
     // node-2 loses its disk: a new, empty node at the same index.
     cluster.stop_node(2).await.expect("stop node-2");
@@ -218,9 +242,15 @@ async fn refresh_keeps_records_and_makes_old_shares_useless_with_new_ones() {
     }
 
     let admin = admin(&cluster);
-    let summary = refresh::refresh_with(&admin, cluster.manifest(), &RefreshOptions::default())
-        .await
-        .expect("refresh runs");
+    let signer = admin_signer(&cluster);
+    let summary = refresh::refresh_with(
+        &admin,
+        &signer,
+        cluster.manifest(),
+        &RefreshOptions::default(),
+    )
+    .await
+    .expect("refresh runs");
     assert_eq!(summary.refreshed, 5, "{summary:?}");
     assert!(summary.failed.is_empty(), "{summary:?}");
 
@@ -232,7 +262,11 @@ async fn refresh_keeps_records_and_makes_old_shares_useless_with_new_ones() {
         for id in &ids {
             let envelope = envelope(&reader, id, k).await.expect("held");
             let before = &old[&(k.clone(), id.clone())];
-            assert_eq!(envelope.header.epoch, before.header.epoch + 1);
+            assert_eq!(envelope.epoch(), before.epoch() + 1);
+            assert!(
+                envelope.check_commitment().is_ok(),
+                "new commitment in force"
+            );
             assert_eq!(envelope.header.version, before.header.version);
             assert_ne!(envelope.payload, before.payload, "{id} {k} share unchanged");
             new.push(Share::new(envelope.index, envelope.payload));
@@ -244,13 +278,14 @@ async fn refresh_keeps_records_and_makes_old_shares_useless_with_new_ones() {
                 Share::new(e.index, e.payload.clone())
             })
             .collect();
-        // k new shares rebuild the record; two old shares and a new one do not.
+        // k new shares rebuild the record (followed by its salt); two old shares and a new
+        // one do not.
         let rebuilt = shamir::combine(&new[2..], threshold).expect("combine new");
-        assert!(rebuilt[..] == data[..]);
+        assert!(rebuilt[..data.len()] == data[..]);
         let mixed = [olds[0].clone(), olds[1].clone(), new[2].clone()];
         let wrong = shamir::combine(&mixed, threshold).expect("combine mixed");
         assert!(
-            wrong[..] != data[..],
+            wrong[..data.len()] != data[..],
             "old and new shares of {k} still combine"
         );
     }

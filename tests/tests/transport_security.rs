@@ -287,17 +287,15 @@ async fn bad_frames_get_errors_and_the_node_keeps_serving() {
 
 /// A `Request::Put` body whose envelope claims a record length its payload does not have.
 fn postcard_put_with_wrong_length() -> Vec<u8> {
-    use bunsan_protocol::envelope::ShareEnvelope;
-    use bunsan_protocol::{RequestId, Scheme, ShareIndex, Version, WriterId};
-    let mut envelope = ShareEnvelope::data(
+    use bunsan_protocol::{RequestId, ShareIndex, Version, WriterId};
+    let mut envelope = bunsan_node::store::conformance::sample_share(
         key("frames/forged"),
         Version {
             clock_micros: 1,
             writer: WriterId(1),
         },
-        Scheme::new(3, 5).expect("scheme"),
         ShareIndex::new(3).expect("index"),
-        vec![1, 2, 3],
+        &[1, 2, 3],
     );
     envelope.header.record_len = 1000;
     let request = Request::Put {

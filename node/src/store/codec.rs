@@ -25,7 +25,10 @@ use crate::error::{Error, Result};
 
 /// The stored value format this build writes and reads. A new layout gets a new number and a
 /// migration, never a silent reinterpretation.
-pub(crate) const STORE_VALUE_FORMAT: u8 = 1;
+///
+/// Format 2 holds envelope format 2 (signed header, commitments, nonce). Format 1 was never
+/// released, so there is no migration from it: a store of format 1 refuses to open.
+pub(crate) const STORE_VALUE_FORMAT: u8 = 2;
 
 const HEAD_BYTES: usize = 1 + 8 + 8 + 1 + 8 + 32;
 const TOMBSTONE_FLAG: u8 = 1;
@@ -180,7 +183,7 @@ pub(crate) fn decide(
         Ordering::Equal if current == new_value => Decision::Keep(PutOutcome::AlreadyStored),
         Ordering::Equal => {
             // Also reports damage as damage, not as a competing writer.
-            let stored_epoch = decode(key.as_bytes(), current)?.header.epoch;
+            let stored_epoch = decode(key.as_bytes(), current)?.epoch();
             match stored_epoch.cmp(&new_epoch) {
                 Ordering::Less => Decision::Write {
                     replaced: Some(stored),
@@ -232,13 +235,22 @@ pub(crate) fn inventory_entry(key: &[u8], value: &[u8]) -> Option<InventoryEntry
         }
     };
     let state = match decode(key, value).and_then(|envelope| {
-        let header = envelope.header;
+        // A share with a nonce must match its commitment (bitrot that kept a valid checksum,
+        // a value rewritten by hand). One without (regenerated at a node under a new key) waits
+        // for a refresh to be committed anew and is not counted as damage.
+        if envelope.nonce.is_some() {
+            envelope.check_commitment()?;
+        }
+        let header = &envelope.header;
         Ok(HeldShare::Held {
             version: header.version,
-            epoch: header.epoch,
+            epoch: envelope.epoch(),
             tombstone: header.tombstone,
             record_len: header.record_len,
-            header_digest: header.digest()?,
+            header_digest: envelope.dealing_digest()?,
+            tombstone_proof: header
+                .tombstone
+                .then(|| Box::new((envelope.header.clone(), envelope.signature.clone()))),
         })
     }) {
         Ok(state) => state,
@@ -273,20 +285,19 @@ pub(crate) fn decode_staged(key: &[u8], value: &[u8]) -> Result<(SessionId, Shar
 
 #[cfg(test)]
 mod tests {
-    use bunsan_protocol::{Scheme, ShareIndex};
+    use bunsan_protocol::ShareIndex;
 
     use super::*;
 
     fn envelope(clock: u64, payload: Vec<u8>) -> ShareEnvelope {
-        ShareEnvelope::data(
+        crate::store::conformance::sample_share(
             RecordKey::new("a/b").expect("key"),
             Version {
                 clock_micros: clock,
                 writer: WriterId(3),
             },
-            Scheme::new(2, 3).expect("scheme"),
             ShareIndex::new(1).expect("index"),
-            payload,
+            &payload,
         )
     }
 
@@ -358,8 +369,7 @@ mod tests {
     fn a_refresh_of_the_same_version_orders_by_epoch() {
         let key = RecordKey::new("a/b").expect("key");
         let epoch0 = envelope(6, vec![2]);
-        let mut epoch1 = envelope(6, vec![7]);
-        epoch1.header.epoch = 1;
+        let epoch1 = crate::store::conformance::with_epoch(envelope(6, vec![7]), 1);
         let (v0, v1) = (encode(&epoch0).expect("e0"), encode(&epoch1).expect("e1"));
         let head = Head::of(&epoch0);
         assert!(matches!(

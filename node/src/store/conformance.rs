@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bunsan_protocol::envelope::ShareEnvelope;
+use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope};
+use bunsan_protocol::integrity::{commit, CommitNonce, Digest, WriterSignature, SALT_BYTES};
 use bunsan_protocol::message::{HeldShare, PutOutcome};
 use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::{RecordKey, Scheme, ShareIndex, Version, WriterId};
@@ -81,22 +82,72 @@ fn version(clock: u64) -> Version {
 }
 
 fn share(name: &str, clock: u64, payload: &[u8]) -> ShareEnvelope {
-    ShareEnvelope::data(
+    sample_share(
         key(name),
         version(clock),
-        Scheme::new(2, 3).expect("scheme"),
         ShareIndex::new(1).expect("index"),
-        payload.to_vec(),
+        payload,
     )
 }
 
 fn tombstone(name: &str, clock: u64) -> ShareEnvelope {
-    ShareEnvelope::tombstone(
+    sample_tombstone(
         key(name),
         version(clock),
-        Scheme::new(2, 3).expect("scheme"),
         ShareIndex::new(1).expect("index"),
     )
+}
+
+/// A structurally valid data envelope of a 2-of-3 record whose share at `index` is `record`
+/// followed by a fixed salt part, with a correct commitment but a placeholder signature: the
+/// same arguments always give the same bytes. Stores do not check signatures (the handler
+/// does), so this is what store-level tests put.
+pub fn sample_share(
+    key: RecordKey,
+    version: Version,
+    index: ShareIndex,
+    record: &[u8],
+) -> ShareEnvelope {
+    let mut payload = record.to_vec();
+    payload.extend_from_slice(&[0x5a; SALT_BYTES]);
+    let nonce = CommitNonce::from_bytes([index.get(); 32]);
+    let mut commitments = vec![Digest([0; 32]); 3];
+    commitments[usize::from(index.get()) - 1] = commit(&nonce, index, &payload);
+    let header = RecordHeader {
+        key,
+        version,
+        scheme: Scheme::new(2, 3).expect("scheme"),
+        record_len: record.len() as u64,
+        tombstone: false,
+        commitments,
+        record_check: Some(Digest([0; 32])),
+        sealed_nonces: vec![None; 3],
+    };
+    ShareEnvelope::data(header, placeholder_signature(), index, nonce, payload)
+        .expect("a valid sample share")
+}
+
+/// The tombstone counterpart of [`sample_share`].
+pub fn sample_tombstone(key: RecordKey, version: Version, index: ShareIndex) -> ShareEnvelope {
+    let header = RecordHeader {
+        key,
+        version,
+        scheme: Scheme::new(2, 3).expect("scheme"),
+        record_len: 0,
+        tombstone: true,
+        commitments: Vec::new(),
+        record_check: None,
+        sealed_nonces: Vec::new(),
+    };
+    ShareEnvelope::tombstone(header, placeholder_signature(), index)
+        .expect("a valid sample tombstone")
+}
+
+fn placeholder_signature() -> WriterSignature {
+    WriterSignature {
+        certificate: b"placeholder certificate".to_vec(),
+        signature: b"placeholder signature".to_vec(),
+    }
 }
 
 async fn put(store: &dyn ShareStore, envelope: &ShareEnvelope) -> PutOutcome {
@@ -340,8 +391,19 @@ pub async fn corrupt_values_give_typed_errors(h: &impl Harness) {
 }
 
 fn refreshed(name: &str, clock: u64, epoch: u32, payload: &[u8]) -> ShareEnvelope {
-    let mut envelope = share(name, clock, payload);
-    envelope.header.epoch = epoch;
+    with_epoch(share(name, clock, payload), epoch)
+}
+
+/// `envelope` as if refreshed to `epoch` (a seal with its own commitments and a placeholder
+/// signature: stores do not verify signatures, nodes do).
+pub fn with_epoch(mut envelope: ShareEnvelope, epoch: u32) -> ShareEnvelope {
+    envelope.refresh = Some(Box::new(bunsan_protocol::refresh::RefreshSeal {
+        epoch,
+        signed_micros: 0,
+        commitments: envelope.header.commitments.clone(),
+        sealed_nonces: envelope.header.sealed_nonces.clone(),
+        signature: envelope.signature.clone(),
+    }));
     envelope
 }
 

@@ -83,7 +83,7 @@ impl MemoryStore {
         let key = &envelope.header.key;
         let mut map = self.lock();
         let current = map.get(key.as_bytes()).map(|v| v.as_slice());
-        match decide(key, current, &head, envelope.header.epoch, &value)? {
+        match decide(key, current, &head, envelope.epoch(), &value)? {
             Decision::Keep(outcome) => Ok(outcome),
             Decision::Write { replaced } => {
                 map.insert(key.as_bytes().to_vec(), Arc::new(value));

@@ -96,7 +96,14 @@ impl SledStore {
     #[doc(hidden)]
     pub fn insert_raw(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.shares.insert(key, value)?;
+        self.shares.flush()?;
         Ok(())
+    }
+
+    /// The raw stored bytes of `key`, unchecked: for corruption tests.
+    #[doc(hidden)]
+    pub fn raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.shares.get(key)?.map(|value| value.to_vec()))
     }
 }
 
@@ -110,7 +117,7 @@ impl SledStore {
     ) -> Result<PutOutcome> {
         let value = IVec::from(codec::encode(envelope)?);
         let head = Head::of(envelope);
-        let epoch = envelope.header.epoch;
+        let epoch = envelope.epoch();
         let key = envelope.header.key.clone();
         let (shares, counters) = (self.shares.clone(), self.counters.clone());
         let outcome = blocking(move || {
@@ -435,15 +442,14 @@ mod tests {
         for i in 0..PUTS {
             let store = store.clone();
             tasks.spawn(async move {
-                let envelope = ShareEnvelope::data(
+                let envelope = super::super::conformance::sample_share(
                     RecordKey::new(format!("k/{i}")).expect("key"),
                     bunsan_protocol::Version {
                         clock_micros: 1,
                         writer: bunsan_protocol::WriterId(1),
                     },
-                    bunsan_protocol::Scheme::new(2, 3).expect("scheme"),
                     index(1),
-                    vec![1; 64],
+                    &[1; 64],
                 );
                 store.put(&envelope).await.expect("put");
             });

@@ -1,0 +1,155 @@
+//! Unit tests of header signatures and their verification against the cluster CA.
+
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rustls_pki_types::UnixTime;
+
+use super::*;
+use crate::dealing;
+use crate::envelope::ShareEnvelope;
+use crate::test_pki::TestPki;
+use crate::types::{RecordKey, Scheme, Version};
+
+fn now() -> UnixTime {
+    UnixTime::now()
+}
+
+fn dealt(pki: &TestPki, signer: &Signer) -> Vec<ShareEnvelope> {
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(5);
+    let version = Version {
+        clock_micros: 1_000,
+        writer: signer.writer_id(),
+    };
+    let (_, recipients) = pki.nodes(5);
+    dealing::deal(
+        b"blood type 0+",
+        &RecordKey::new("p/1").expect("key"),
+        version,
+        Scheme::new(3, 5).expect("scheme"),
+        &recipients,
+        signer,
+        &mut rng,
+    )
+    .expect("deal")
+}
+
+#[test]
+fn a_collector_signature_verifies_and_binds_every_field() {
+    let pki = TestPki::new();
+    let envelopes = dealt(&pki, &pki.signer(Role::Collector));
+    let env = &envelopes[0];
+    let writer = pki
+        .trust()
+        .verify(&env.header, &env.signature, now())
+        .expect("verifies");
+    assert_eq!(writer.role, Role::Collector);
+
+    let trust = pki.trust();
+    type Tamper = Box<dyn Fn(&mut RecordHeader)>;
+    let tampered: Vec<Tamper> = vec![
+        Box::new(|h| h.commitments[2].0[0] ^= 1),
+        Box::new(|h| h.record_len += 1),
+        Box::new(|h| h.version.clock_micros += 1),
+        Box::new(|h| h.key = RecordKey::new("p/2").expect("key")),
+        Box::new(|h| h.scheme = Scheme::new(2, 5).expect("scheme")),
+        Box::new(|h| h.record_check = Some(Digest([0; 32]))),
+        Box::new(|h| h.sealed_nonces[1] = None),
+        Box::new(|h| h.commitments.swap(0, 1)),
+    ];
+    for (i, tamper) in tampered.iter().enumerate() {
+        let mut header = env.header.clone();
+        tamper(&mut header);
+        assert!(
+            matches!(
+                trust.verify(&header, &env.signature, now()),
+                Err(Error::BadSignature { .. })
+            ),
+            "tampering {i} went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn foreign_cas_wrong_roles_and_borrowed_writer_ids_are_refused() {
+    let pki = TestPki::new();
+    let other = TestPki::new();
+    let envelopes = dealt(&other, &other.signer(Role::Collector));
+    let env = &envelopes[0];
+    assert!(matches!(
+        pki.trust().verify(&env.header, &env.signature, now()),
+        Err(Error::UntrustedWriter { .. })
+    ));
+
+    // A reader (or admin) certificate may not sign records.
+    for role in [Role::Reader, Role::Admin, Role::Node] {
+        let envelopes = dealt(&pki, &pki.signer(role));
+        let env = &envelopes[0];
+        assert_eq!(
+            pki.trust().verify(&env.header, &env.signature, now()),
+            Err(Error::WriterRoleNotAllowed {
+                role,
+                tombstone: false
+            })
+        );
+    }
+
+    // A version claiming another writer's id, even if validly signed.
+    let signer = pki.signer(Role::Collector);
+    let env = &dealt(&pki, &signer)[0];
+    let mut header = env.header.clone();
+    header.version.writer = WriterId(header.version.writer.0 ^ 1);
+    let signature = signer.sign(&header).expect("sign");
+    assert!(matches!(
+        pki.trust().verify(&header, &signature, now()),
+        Err(Error::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn tombstones_need_an_admin_and_time_matters() {
+    let pki = TestPki::new();
+    let key = RecordKey::new("p/1").expect("key");
+    let scheme = Scheme::new(3, 5).expect("scheme");
+    let admin = pki.signer(Role::Admin);
+    let version = Version {
+        clock_micros: 7,
+        writer: admin.writer_id(),
+    };
+    let tombs = dealing::tombstones(&key, version, scheme, &admin).expect("tombstones");
+    assert_eq!(tombs.len(), 5);
+    let t = &tombs[4];
+    assert!(pki.trust().verify(&t.header, &t.signature, now()).is_ok());
+    let collector = pki.signer(Role::Collector);
+    let version = Version {
+        clock_micros: 7,
+        writer: collector.writer_id(),
+    };
+    let t = &dealing::tombstones(&key, version, scheme, &collector).expect("tombstones")[0];
+    assert_eq!(
+        pki.trust().verify(&t.header, &t.signature, now()),
+        Err(Error::WriterRoleNotAllowed {
+            role: Role::Collector,
+            tombstone: true
+        })
+    );
+    // Long after the certificate expired (rcgen's default validity ends in 4096).
+    let far = UnixTime::since_unix_epoch(Duration::from_secs(4_200_000_000 * 30));
+    let t = &tombs[0];
+    assert!(matches!(
+        pki.trust().verify(&t.header, &t.signature, far),
+        Err(Error::UntrustedWriter { .. })
+    ));
+}
+
+#[test]
+fn bad_keys_and_cas_are_typed_errors() {
+    assert!(matches!(
+        Signer::from_pkcs8(b"not a key", vec![1]),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        Trust::new(b"not a certificate"),
+        Err(Error::InvalidCertificate { .. })
+    ));
+}
