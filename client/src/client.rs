@@ -549,6 +549,7 @@ fn response_kind(response: &Response) -> &'static str {
         Response::NotFound => "not-found",
         Response::Listing { .. } => "listing",
         Response::Status(_) => "status",
+        Response::Audit(_) => "audit",
         Response::Error(_) => "error",
     }
 }

@@ -16,14 +16,16 @@
 //! - [`config`]: `node.toml` ([`NodeConfig`]), with every limit documented.
 //! - [`store`]: the [`ShareStore`](store::ShareStore) trait, its sled and memory backends, and
 //!   the conformance suite every backend passes.
-//! - [`handler`]: request → response, without sockets; where authorisation (and next, the
-//!   audit log) sits.
+//! - [`handler`]: request → response, without sockets; where authorisation and auditing sit.
+//! - [`audit`]: the audit log (durable before every answer), its checkpoints, and the witness
+//!   that cosigns the other nodes' logs.
 //! - `server`: the quinn shell: accept, identify, frame, time out, shut down gracefully.
 //!
 //! Not here: splitting and combining (that is the client's job; a node only ever holds one
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
 //! `bunsan_client::tls`, shared by every endpoint).
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -55,8 +57,10 @@ pub struct Node {
     local_addr: SocketAddr,
     endpoint: quinn::Endpoint,
     store: Arc<dyn store::ShareStore>,
+    audit: Arc<audit::AuditLog>,
     stop: watch::Sender<bool>,
     accept_loop: Option<JoinHandle<()>>,
+    witness_loop: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -74,22 +78,57 @@ impl Node {
     /// port in use) is returned before anything is served.
     pub async fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
-        // Cheapest and most often wrong first: identity and TLS, then the store (which refuses
-        // a data directory of another index), and only then the socket.
+        let audit_store = audit::open_store(&config).await?;
+        Self::start_with_audit(config, audit_store).await
+    }
+
+    /// As [`Node::start`], with the audit log kept in `audit_store` instead of the configured
+    /// one: tests inject a store that fails, to see that the node then releases nothing.
+    pub async fn start_with_audit(
+        config: NodeConfig,
+        audit_store: Arc<dyn audit::AuditStore>,
+    ) -> Result<Node> {
+        config.validate()?;
+        // Cheapest and most often wrong first: identity and TLS, then the stores (the share
+        // store refuses a data directory of another index), and only then the socket.
         let server_config = server::server_config(&config)?;
+        let signing = audit::load_signing(&config)?;
+        let options = audit::AuditOptions {
+            checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
+            checkpoint_entries: config.audit.checkpoint_entries,
+        };
         let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            Error::Bind {
+        let audit = audit::AuditLog::open(&config.id, audit_store, Some(signing), options).await?;
+        let started = async {
+            let witness = match &config.cluster {
+                Some(path) => Some(Arc::new(witness_for(&config, path, audit.clone())?)),
+                None => None,
+            };
+            let endpoint =
+                quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+                    Error::Bind {
+                        addr: config.listen,
+                        source,
+                    }
+                })?;
+            let local_addr = endpoint.local_addr().map_err(|source| Error::Bind {
                 addr: config.listen,
                 source,
+            })?;
+            Ok::<_, Error>((witness, endpoint, local_addr))
+        }
+        .await;
+        let (witness, endpoint, local_addr) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Releases the audit store (and its file lock) before reporting.
+                audit.close().await;
+                return Err(e);
             }
-        })?;
-        let local_addr = endpoint.local_addr().map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        };
         let shared = Arc::new(server::Shared {
-            handler: handler::Handler::new(config.id.clone(), config.index, store.clone()),
+            handler: handler::Handler::new(config.id.clone(), config.index, store.clone())
+                .with_audit(audit.clone(), witness.clone()),
             inflight_bytes: Semaphore::new(
                 usize::try_from(config.limits.max_inflight_request_bytes)
                     .unwrap_or(usize::MAX)
@@ -99,6 +138,10 @@ impl Node {
         });
         let (stop, stopped) = watch::channel(false);
         let span = tracing::info_span!("node", id = %config.id, index = %config.index);
+        let witness_loop = witness.map(|witness| {
+            let period = Duration::from_millis(config.audit.cosign_interval_ms);
+            tokio::spawn(witness_loop(witness, period, stopped.clone()).instrument(span.clone()))
+        });
         let accept_loop = tokio::spawn(
             server::accept_loop(endpoint.clone(), shared, stopped).instrument(span.clone()),
         );
@@ -110,9 +153,16 @@ impl Node {
             local_addr,
             endpoint,
             store,
+            audit,
             stop,
             accept_loop: Some(accept_loop),
+            witness_loop,
         })
+    }
+
+    /// The node's audit log.
+    pub fn audit(&self) -> &Arc<audit::AuditLog> {
+        &self.audit
     }
 
     /// The address the endpoint is bound to (the real port when configured with port 0).
@@ -130,6 +180,9 @@ impl Node {
                 tracing::error!(error = %e, "the accept loop failed");
             }
         }
+        if let Some(witness_loop) = self.witness_loop.take() {
+            let _ = witness_loop.await;
+        }
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"node shut down");
         if tokio::time::timeout(DRAIN_TIMEOUT, self.endpoint.wait_idle())
@@ -141,6 +194,8 @@ impl Node {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        // Every entry was durable before its answer; this releases the audit store.
+        self.audit.close().await;
         tracing::info!(id = %self.id, "node stopped");
     }
 }
@@ -149,5 +204,55 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Ends the accept loop if `shutdown` was never called; harmless after it.
         let _ = self.stop.send(true);
+    }
+}
+
+/// The witness of the node configured by `config`, talking to the peers of the manifest at
+/// `manifest_path` with the node's own identity.
+fn witness_for(
+    config: &NodeConfig,
+    manifest_path: &std::path::Path,
+    log: Arc<audit::AuditLog>,
+) -> Result<audit::Witness> {
+    let text = std::fs::read_to_string(manifest_path).map_err(|source| Error::Io {
+        action: "read",
+        path: manifest_path.to_owned(),
+        source,
+    })?;
+    let manifest =
+        bunsan_protocol::manifest::Manifest::from_toml(&text).map_err(|e| Error::Config {
+            path: manifest_path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if manifest.node(&config.id).is_none() {
+        return Err(Error::Config {
+            path: manifest_path.to_owned(),
+            reason: format!("the manifest has no node {}", config.id),
+        });
+    }
+    let identity = bunsan_client::Identity::from_files(&config.cert, &config.key, &config.ca)?;
+    audit::Witness::new(log, manifest, identity)
+}
+
+/// Cosigns the other nodes' logs every `period` until shutdown. The first round waits one
+/// period, so that a cluster starting up is not asked before its nodes listen.
+async fn witness_loop(
+    witness: Arc<audit::Witness>,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|&stop| stop) => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        tokio::select! {
+            _ = stop.wait_for(|&stop| stop) => return,
+            reports = witness.round() => {
+                for report in reports.iter().filter(|r| r.problem.is_some()) {
+                    tracing::debug!(log = %report.log, problem = ?report.problem, "witness round");
+                }
+            }
+        }
     }
 }
