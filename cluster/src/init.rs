@@ -204,6 +204,12 @@ mod tests {
             let config = layout.read_node_config(index).expect("node.toml");
             assert_eq!(config.id, node.id);
             assert_eq!(config.listen, node.addresses[0]);
+            let manifest_from_node = node_dir.join(config.cluster.expect("cluster key"));
+            assert_eq!(
+                manifest_from_node.canonicalize().expect("manifest"),
+                layout.manifest_path().canonicalize().expect("manifest"),
+                "node.toml points at the cluster manifest, so nodes know their witnesses"
+            );
             let identity = bunsan_client::Identity::load(&node_dir).expect("node identity");
             assert_eq!(identity.peer().name, node.id);
             assert_eq!(identity.role(), Role::Node);

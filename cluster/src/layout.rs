@@ -146,6 +146,7 @@ impl ClusterLayout {
 /// cert = "cert.pem"
 /// key = "key.pem"
 /// ca = "ca.pem"
+/// cluster = "../../cluster.toml"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
@@ -163,6 +164,9 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// The cluster CA certificate (PEM).
     pub ca: PathBuf,
+    /// The cluster manifest, so the node knows its peers and cosigns their audit logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -176,6 +180,7 @@ impl NodeConfig {
             cert: CERT_FILE.into(),
             key: KEY_FILE.into(),
             ca: IDENTITY_CA_FILE.into(),
+            cluster: Some(Path::new("..").join("..").join(MANIFEST_FILE)),
         }
     }
 
@@ -219,7 +224,8 @@ mod tests {
             .to_toml()
             .expect("toml");
         let expected = "id = \"node-1\"\nindex = 1\nlisten = \"127.0.0.1:7101\"\n\
-                        data_dir = \"data\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"ca.pem\"\n";
+                        data_dir = \"data\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"ca.pem\"\n\
+                        cluster = \"../../cluster.toml\"\n";
         assert_eq!(text, expected);
         let back: NodeConfig = toml::from_str(&text).expect("parse");
         assert_eq!(back, NodeConfig::standard("node-1", 1, addr));
