@@ -84,3 +84,7 @@ fn first_certificate(path: &Path) -> Result<Vec<u8>> {
         .map(|cert| cert.to_vec())
         .map_err(|e| bad(format!("bad PEM: {e}")))
 }
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod handler_tests;
