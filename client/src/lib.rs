@@ -11,8 +11,10 @@
 //! ```
 //!
 //! The record exists in plaintext only inside this process: nodes see one share each.
-//! [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included).
+//! [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included); [`audit`]
+//! fetches the nodes' audit logs for offline verification (`bunsan audit`).
 
+pub mod audit;
 pub mod client;
 pub mod error;
 pub mod tls;

@@ -5,16 +5,22 @@
 //! bunsan get KEY --purpose TEXT [-o FILE]  rebuild a record (reader)
 //! bunsan rm KEY                            delete a record (admin)
 //! bunsan ls [PREFIX]                       list records (admin)
+//! bunsan audit fetch --out DIR             pull every node's audit log, incrementally (auditor)
+//! bunsan audit verify DIR [--ca FILE]      check chains, trees, signatures, cosignatures offline
+//! bunsan audit report DIR [--record KEY] [--actor NAME|FP] [--since T] [--json]
 //! ```
 //! The cluster manifest comes from `--cluster FILE` or `BUNSAN_CLUSTER`, the identity
 //! (a directory with cert.pem, key.pem, ca.pem) from `--identity DIR` or `BUNSAN_IDENTITY`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bunsan_client::{Client, ClientOptions, Identity};
+use bunsan_client::{audit, Client, ClientOptions, Identity};
+use bunsan_protocol::audit::report::{self, ReportFilter};
+use bunsan_protocol::audit::verify;
 use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::{Purpose, RecordKey};
 use clap::{Parser, Subcommand};
@@ -73,10 +79,58 @@ enum Command {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Audit the cluster: fetch every node's log, verify it offline, report who read what.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Pull entries, checkpoints, cosignatures and consistency proofs from every reachable node
+    /// into DIR (auditor role). Re-running fetches only what is new.
+    Fetch {
+        /// The audit directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Do not ask the nodes to sign and cosign fresh checkpoints first.
+        #[arg(long)]
+        no_cosign: bool,
+    },
+    /// Verify a fetched directory offline with only the CA certificate: hash chains, Merkle
+    /// roots, checkpoint signatures, consistency, cosignatures. Exits 1 if any node fails.
+    Verify {
+        /// The audit directory.
+        dir: PathBuf,
+        /// The CA certificate to trust (default: DIR/ca.pem, copied there by fetch).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+    },
+    /// Report every reconstruction (who, what, when, why), refused attempts and anomalies.
+    Report {
+        /// The audit directory.
+        dir: PathBuf,
+        /// Only this record, with its whole access history.
+        #[arg(long, value_name = "KEY")]
+        record: Option<String>,
+        /// Only this actor: certificate name, or fingerprint prefix (8+ hex digits).
+        #[arg(long, value_name = "NAME|FP")]
+        actor: Option<String>,
+        /// Only events since T: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or Unix seconds.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// k, if DIR/cluster.toml is missing.
+        #[arg(long)]
+        threshold: Option<u8>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -85,13 +139,116 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let client = connect(&cli)?;
-    let result = run(&client, cli.command).await;
+    // Verifying and reporting are offline: no cluster, no identity, only the directory.
+    match cli.command {
+        Command::Audit {
+            command: AuditCommand::Verify { dir, ca },
+        } => return verify_dir(&dir, ca.as_deref()),
+        Command::Audit {
+            command:
+                AuditCommand::Report {
+                    dir,
+                    record,
+                    actor,
+                    since,
+                    threshold,
+                    json,
+                },
+        } => {
+            let since_micros = since
+                .map(|t| {
+                    report::parse_time(&t).with_context(|| {
+                        format!("--since {t:?}: use YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or seconds")
+                    })
+                })
+                .transpose()?;
+            let filter = ReportFilter {
+                record,
+                actor,
+                since_micros,
+            };
+            return report_dir(&dir, &filter, threshold, json);
+        }
+        _ => {}
+    }
+    let (client, ca) = connect(&cli)?;
+    let result = run(&client, &ca, cli.command).await;
     client.close().await;
-    result
+    result.map(|()| ExitCode::SUCCESS)
 }
 
-fn connect(cli: &Cli) -> anyhow::Result<Client> {
+fn verify_dir(dir: &std::path::Path, ca: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let loaded = audit::load(dir, ca)
+        .with_context(|| format!("cannot read the audit directory {}", dir.display()))?;
+    if loaded.nodes.is_empty() {
+        bail!(
+            "{} holds no node logs: run `bunsan audit fetch` first",
+            dir.display()
+        );
+    }
+    let mut failed = false;
+    let mut stdout = std::io::stdout().lock();
+    for verdict in verify::verify_logs(&loaded.ca, &loaded.nodes) {
+        match verdict.first() {
+            None => writeln!(
+                stdout,
+                "{}: ok ({} entries, {} checkpoints up to size {}, {} cosignatures by {})",
+                verdict.node_id,
+                verdict.entries,
+                verdict.checkpoints,
+                verdict.verified_size,
+                verdict.cosignatures,
+                if verdict.cosigners.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    verdict
+                        .cosigners
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            )?,
+            Some(first) => {
+                failed = true;
+                writeln!(stdout, "{}: FAILED {first}", verdict.node_id)?;
+                for more in &verdict.findings[1..] {
+                    writeln!(stdout, "  also {more}")?;
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn report_dir(
+    dir: &std::path::Path,
+    filter: &ReportFilter,
+    threshold: Option<u8>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = audit::load(dir, None)
+        .with_context(|| format!("cannot read the audit directory {}", dir.display()))?;
+    let Some(k) = threshold.or(loaded.manifest.as_ref().map(|m| m.threshold)) else {
+        bail!("no {}/cluster.toml: pass --threshold K", dir.display());
+    };
+    let report = report::build(k, &audit::entries_of(&loaded.nodes), filter);
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut stdout, &report)?;
+        writeln!(stdout)?;
+    } else {
+        stdout.write_all(report.to_text().as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client, and the CA certificate (DER) its identity trusts.
+fn connect(cli: &Cli) -> anyhow::Result<(Client, Vec<u8>)> {
     let Some(cluster) = &cli.cluster else {
         bail!("no cluster manifest: pass --cluster FILE or set BUNSAN_CLUSTER");
     };
@@ -108,10 +265,11 @@ fn connect(cli: &Cli) -> anyhow::Result<Client> {
         timeout: Duration::from_secs(cli.timeout),
         ..ClientOptions::default()
     };
-    Ok(Client::new(manifest, identity, options)?)
+    let ca = identity.ca().to_vec();
+    Ok((Client::new(manifest, identity, options)?, ca))
 }
 
-async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
+async fn run(client: &Client, ca: &[u8], command: Command) -> anyhow::Result<()> {
     match command {
         Command::Put { key, file } => {
             let key = RecordKey::new(key)?;
@@ -166,6 +324,23 @@ async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
                 receipt.acked.len()
             );
         }
+        Command::Audit {
+            command: AuditCommand::Fetch { out, no_cosign },
+        } => {
+            for node in audit::fetch(client, ca, &out, !no_cosign).await? {
+                match &node.problem {
+                    None => eprintln!(
+                        "{}: {} new entries, {} in all, latest checkpoint {}",
+                        node.node,
+                        node.new_entries,
+                        node.entries,
+                        node.checkpoint.map_or("none".to_owned(), |s| s.to_string())
+                    ),
+                    Some(problem) => eprintln!("{}: incomplete: {problem}", node.node),
+                }
+            }
+        }
+        Command::Audit { .. } => unreachable_offline()?,
         Command::Ls { prefix } => {
             let mut stdout = std::io::stdout().lock();
             for record in client.list(&prefix).await? {
@@ -178,4 +353,9 @@ async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Verify and report are dispatched before connecting; reaching here is a bug in `main`.
+fn unreachable_offline() -> anyhow::Result<()> {
+    bail!("internal error: an offline audit command reached the online dispatcher")
 }
