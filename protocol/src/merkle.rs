@@ -169,7 +169,7 @@ impl MerkleTree {
     /// MTH(D[start..end]) for 0 ≤ start < end ≤ size.
     fn subtree(&self, start: u64, end: u64) -> Hash {
         let n = end - start;
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let height = n.trailing_zeros() as usize;
             // Complete aligned subtrees below the current size are always stored.
             if let Some(hash) = self

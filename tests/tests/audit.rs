@@ -203,7 +203,7 @@ async fn the_log_verifies_reports_every_reconstruction_and_names_every_tampering
     );
 
     // Tampering with the fetched files: each kind is found and named, at the right entry.
-    let cases: [(&str, &dyn Fn(&mut Vec<String>), &str); 4] = [
+    let cases: [(&str, &Tamper, &str); 4] = [
         (
             "byte edited",
             &|lines| edit_byte(lines, 5),
@@ -254,6 +254,9 @@ async fn the_log_verifies_reports_every_reconstruction_and_names_every_tampering
         );
     }
 }
+
+/// An edit of the lines of a fetched `entries` file.
+type Tamper = dyn Fn(&mut Vec<String>);
 
 /// Flips the last byte of the entry on line `at`, keeping its recorded chain value.
 fn edit_byte(lines: &mut [String], at: usize) {
@@ -444,7 +447,7 @@ async fn a_read_is_refused_when_the_audit_store_cannot_be_written() {
         reader.call("node-1", &get).await.expect("get"),
         Response::Share(_)
     ));
-    let logged = store.len().await.expect("len");
+    let logged = store.size().await.expect("len");
 
     store.set_failing(true);
     match reader.call("node-1", &get).await.expect("get") {
@@ -463,7 +466,7 @@ async fn a_read_is_refused_when_the_audit_store_cannot_be_written() {
         "the node stays closed until it is restarted"
     );
     assert_eq!(
-        store.len().await.expect("len"),
+        store.size().await.expect("len"),
         logged,
         "nothing was logged"
     );

@@ -35,7 +35,7 @@ pub async fn run_all(harness: &dyn Harness) {
 }
 
 async fn appends_are_numbered_and_conditional(store: &dyn AuditStore) {
-    assert_eq!(store.len().await.expect("len"), 0);
+    assert_eq!(store.size().await.expect("len"), 0);
     store
         .append(0, &[record(0), record(1)])
         .await
@@ -47,7 +47,7 @@ async fn appends_are_numbered_and_conditional(store: &dyn AuditStore) {
             other => panic!("append at {wrong} must conflict, got {other:?}"),
         }
     }
-    assert_eq!(store.len().await.expect("len"), 3);
+    assert_eq!(store.size().await.expect("len"), 3);
     assert_eq!(
         store.read(1, 10).await.expect("read"),
         vec![record(1), record(2)]
@@ -99,7 +99,7 @@ async fn checkpoints_and_witness_state(store: &dyn AuditStore) {
 }
 
 async fn everything_survives_a_reopen(store: &dyn AuditStore) {
-    assert_eq!(store.len().await.expect("len"), 3);
+    assert_eq!(store.size().await.expect("len"), 3);
     assert_eq!(store.read(2, 1).await.expect("read"), vec![record(2)]);
     assert_eq!(
         store.latest_checkpoint().await.expect("latest"),

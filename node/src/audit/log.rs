@@ -91,7 +91,8 @@ struct State {
 }
 
 enum Command {
-    Append(AuditEvent, oneshot::Sender<Result<u64>>),
+    // Boxed: events are large and most queue slots hold small commands.
+    Append(Box<AuditEvent>, oneshot::Sender<Result<u64>>),
     Checkpoint(oneshot::Sender<Result<String>>),
     Stop(oneshot::Sender<()>),
 }
@@ -167,7 +168,7 @@ impl AuditLog {
         }
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Append(event, reply))
+            .send(Command::Append(Box::new(event), reply))
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -374,7 +375,7 @@ async fn writer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Command>, interval:
                 let mut stop = None;
                 for command in commands {
                     match command {
-                        Command::Append(event, reply) => appends.push((event, reply)),
+                        Command::Append(event, reply) => appends.push((*event, reply)),
                         Command::Checkpoint(reply) => checkpoints.push(reply),
                         Command::Stop(reply) => stop = Some(reply),
                     }
@@ -405,7 +406,7 @@ async fn writer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Command>, interval:
 
 /// Rebuilds the tree and chain head from the store, reporting damage it finds.
 async fn replay(node_id: &str, store: &dyn AuditStore) -> Result<State> {
-    let len = store.len().await?;
+    let len = store.size().await?;
     let mut state = State {
         head: CHAIN_GENESIS,
         ..State::default()

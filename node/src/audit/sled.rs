@@ -216,7 +216,7 @@ impl AuditStore for SledAuditStore {
         .await
     }
 
-    async fn len(&self) -> Result<u64> {
+    async fn size(&self) -> Result<u64> {
         self.len_now()
     }
 

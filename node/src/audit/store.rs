@@ -31,7 +31,7 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn read(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>>;
 
     /// How many entries the store holds.
-    async fn len(&self) -> Result<u64>;
+    async fn size(&self) -> Result<u64>;
 
     /// Stores (or replaces) the signed checkpoint note of tree size `size`, durably.
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()>;
@@ -136,7 +136,7 @@ impl AuditStore for MemoryAuditStore {
             .collect())
     }
 
-    async fn len(&self) -> Result<u64> {
+    async fn size(&self) -> Result<u64> {
         Ok(self.lock().entries.len() as u64)
     }
 
@@ -216,10 +216,13 @@ mod tests {
             entry: vec![1],
             chain: [0; 32],
         };
-        store.append(0, &[record.clone()]).await.expect("append");
+        store
+            .append(0, std::slice::from_ref(&record))
+            .await
+            .expect("append");
         store.set_failing(true);
         assert!(matches!(
-            store.append(1, &[record.clone()]).await,
+            store.append(1, std::slice::from_ref(&record)).await,
             Err(Error::AuditUnavailable { .. })
         ));
         assert!(store.put_checkpoint(1, "x").await.is_err());

@@ -117,18 +117,13 @@ fn cluster() -> Cluster {
         .iter()
         .map(|node| export(node, &entries(&node.id, 20, 0), &SIZES))
         .collect();
-    for log in 0..3 {
-        for witness in 0..3 {
-            if log != witness {
-                let (a, b) = (log.min(witness), log.max(witness));
-                let (left, right) = exports.split_at_mut(b);
-                let (log_export, witness_export) = if log < witness {
-                    (&mut left[a], &mut right[0])
-                } else {
-                    (&mut right[0], &mut left[a])
-                };
-                cosign_last(&nodes[witness], log_export, witness_export);
-            }
+    for (witness, node) in nodes.iter().enumerate() {
+        for log in (0..3).filter(|&log| log != witness) {
+            let mut log_export = std::mem::take(&mut exports[log]);
+            let mut witness_export = std::mem::take(&mut exports[witness]);
+            cosign_last(node, &mut log_export, &mut witness_export);
+            exports[log] = log_export;
+            exports[witness] = witness_export;
         }
     }
     Cluster { ca, nodes, exports }
