@@ -124,6 +124,31 @@ async fn the_log_verifies_reports_every_reconstruction_and_names_every_tampering
         .expect("call");
     assert!(matches!(answer, Response::Share(_)));
 
+    // A refused handshake: a certificate from another cluster's CA.
+    let stranger_dir = root.path().join("stranger");
+    init(
+        &stranger_dir,
+        &InitOptions {
+            name: "stranger".to_owned(),
+            nodes: 2,
+            threshold: 2,
+            write_quorum: None,
+            base_port: 0,
+        },
+    )
+    .expect("init the stranger's cluster");
+    let stranger = Identity::load(&stranger_dir.join("clients/reader")).expect("identity");
+    let stranger = Client::new(
+        cluster.manifest().clone(),
+        stranger,
+        ClientOptions {
+            timeout: std::time::Duration::from_secs(3),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client");
+    assert!(stranger.call("node-3", &Request::Health).await.is_err());
+
     let dir = root.path().join("audit");
     let loaded = fetch(&cluster, &dir).await;
     for verdict in verify_logs(&loaded.ca, &loaded.nodes) {
@@ -188,6 +213,13 @@ async fn the_log_verifies_reports_every_reconstruction_and_names_every_tampering
         .collect();
     assert_eq!(refusals.len(), 3, "the refused get is logged on every node");
     assert!(refusals.iter().all(|e| e.detail.starts_with("Forbidden")));
+    assert!(
+        report.refused.iter().any(|e| e.node == "node-3"
+            && e.action == "connect"
+            && e.who.role == "unauthenticated"),
+        "the refused handshake is logged: {:#?}",
+        report.refused
+    );
     let history = report::build(
         2,
         &fetcher::entries_of(&loaded.nodes),
