@@ -98,6 +98,9 @@ pub struct ListedRecord {
 pub struct Client {
     manifest: Manifest,
     transport: Arc<Transport>,
+    /// Every fanned-out call holds a read guard until it ends; `close` takes the write lock, so
+    /// requests already sent reach their nodes (and their audit logs) instead of being cut off.
+    inflight: Arc<tokio::sync::RwLock<()>>,
     clock: std::sync::Mutex<HybridClock>,
     options: ClientOptions,
 }
@@ -110,6 +113,7 @@ impl Client {
             clock: std::sync::Mutex::new(HybridClock::new(identity.writer_id())),
             manifest,
             transport: Arc::new(transport),
+            inflight: Arc::new(tokio::sync::RwLock::new(())),
             options,
         })
     }
@@ -375,6 +379,9 @@ impl Client {
 
     /// Closes all connections gracefully.
     pub async fn close(&self) {
+        // Straggling calls of the last operation finish first (each within the timeout), so a
+        // node is not left with half a request that it cannot log.
+        let _ = tokio::time::timeout(self.options.timeout, self.inflight.write()).await;
         self.transport.close().await;
     }
 
@@ -405,7 +412,9 @@ impl Client {
             let transport = Arc::clone(&self.transport);
             let tx = tx.clone();
             let timeout = self.options.timeout;
+            let guard = self.inflight.clone().try_read_owned().ok();
             tokio::spawn(async move {
+                let _inflight = guard;
                 let reply = transport.call(position, &request, timeout).await;
                 let _ = tx.send((position, reply));
             });

@@ -155,6 +155,10 @@ pub enum Anomaly {
         present_on: Vec<String>,
         /// The nodes whose logs cover that time but do not have it.
         missing_on: Vec<String>,
+        /// Whether the request was a complete reconstruction elsewhere: then the likelier cause
+        /// is a client that stopped before its request reached the node; otherwise, or if it
+        /// recurs for one node, suspect that node of releasing without logging.
+        reconstructed: bool,
     },
     /// One request id used by more than one certificate (a replayed or forged id).
     SharedRequestId {
@@ -268,8 +272,9 @@ pub fn build(threshold: u8, logs: &[NodeEntries], filter: &ReportFilter) -> Repo
             .filter(|(_, e)| e.action == ACTION_GET && e.outcome == Outcome::Released)
             .collect();
         let released_on: Vec<String> = releases.iter().map(|(n, _)| (*n).to_owned()).collect();
+        let reconstructed = releases.len() >= k;
         if let Some((_, release)) = releases.first().copied() {
-            if releases.len() >= k {
+            if reconstructed {
                 let time_micros = releases.iter().map(|(_, e)| e.time_micros).min();
                 report.reconstructions.push(Reconstruction {
                     time_micros: time_micros.unwrap_or(release.time_micros),
@@ -314,6 +319,7 @@ pub fn build(threshold: u8, logs: &[NodeEntries], filter: &ReportFilter) -> Repo
                 key,
                 present_on: present.iter().map(|n| (*n).to_owned()).collect(),
                 missing_on: missing,
+                reconstructed,
             });
         }
     }
@@ -436,11 +442,17 @@ impl Report {
                     key,
                     present_on,
                     missing_on,
+                    reconstructed,
                 } => format!(
                     "missing entries: {action} {key} request {request_id} is logged on {} but not \
-                     on {}",
+                     on {}{}",
                     present_on.join(","),
-                    missing_on.join(",")
+                    missing_on.join(","),
+                    if *reconstructed {
+                        " (the record was rebuilt: the client may have stopped early)"
+                    } else {
+                        ""
+                    }
                 ),
                 Anomaly::SharedRequestId {
                     request_id,
