@@ -16,6 +16,7 @@
 //! which record, when and why).
 
 pub mod export;
+pub mod finding;
 pub mod report;
 pub mod verify;
 pub mod wire;
