@@ -107,6 +107,9 @@ pub struct ListedRecord {
 pub struct Client {
     manifest: Manifest,
     transport: Arc<Transport>,
+    /// Every fanned-out call holds a read guard until it ends; `close` takes the write lock, so
+    /// requests already sent reach their nodes (and their audit logs) instead of being cut off.
+    inflight: Arc<tokio::sync::RwLock<()>>,
     clock: std::sync::Mutex<HybridClock>,
     options: ClientOptions,
     /// The cluster CA, to verify the writer signature of every envelope read.
@@ -125,6 +128,7 @@ impl Client {
             signer: identity.signer().map_err(|e| e.to_string()),
             manifest,
             transport: Arc::new(transport),
+            inflight: Arc::new(tokio::sync::RwLock::new(())),
             options,
         })
     }
@@ -421,6 +425,9 @@ impl Client {
 
     /// Closes all connections gracefully.
     pub async fn close(&self) {
+        // Straggling calls of the last operation finish first (each within the timeout), so a
+        // node is not left with half a request that it cannot log.
+        let _ = tokio::time::timeout(self.options.timeout, self.inflight.write()).await;
         self.transport.close().await;
     }
 
@@ -451,7 +458,9 @@ impl Client {
             let transport = Arc::clone(&self.transport);
             let tx = tx.clone();
             let timeout = self.options.timeout;
+            let guard = self.inflight.clone().try_read_owned().ok();
             tokio::spawn(async move {
+                let _inflight = guard;
                 let reply = transport.call(position, &request, timeout).await;
                 let _ = tx.send((position, reply));
             });
@@ -517,6 +526,7 @@ fn response_kind(response: &Response) -> &'static str {
         Response::NotFound => "not-found",
         Response::Listing { .. } => "listing",
         Response::Status(_) => "status",
+        Response::Audit(_) => "audit",
         Response::Error(_) => "error",
     }
 }

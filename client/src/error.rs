@@ -77,6 +77,14 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// An identity directory holds something that is not a usable certificate or key.
     #[error("bad identity file {path}: {reason}")]
     BadIdentity {

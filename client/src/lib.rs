@@ -13,11 +13,13 @@
 //! ```
 //!
 //! The record exists in plaintext only inside this process: nodes see one share each.
-//! [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included).
+//! [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included); [`audit`]
+//! fetches the nodes' audit logs for offline verification (`bunsan audit`).
 //! [`ssmix2`] is a collector built on the SDK: it uploads an SS-MIX2 storage tree under
 //! pseudonymous keys (the `bunsan-ssmix2` command), and [`logging`] the log setup every
 //! command-line tool shares.
 
+pub mod audit;
 pub mod client;
 pub mod error;
 pub mod logging;

@@ -5,6 +5,9 @@
 //! bunsan get KEY --purpose TEXT [-o FILE]  rebuild a record (reader)
 //! bunsan rm KEY                            delete a record (admin)
 //! bunsan ls [PREFIX]                       list records (admin)
+//! bunsan audit fetch --out DIR             pull every node's audit log, incrementally (auditor)
+//! bunsan audit verify DIR [--ca FILE]      check chains, trees, signatures, cosignatures offline
+//! bunsan audit report DIR [--record KEY] [--actor NAME|FP] [--since T] [--json]
 //! bunsan completions bash|zsh|fish         print a shell completion script
 //! ```
 //! The cluster manifest comes from `--cluster FILE` or `BUNSAN_CLUSTER`, the identity
@@ -20,7 +23,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bunsan_client::logging::{self, LogFormat};
-use bunsan_client::{Client, ClientOptions, Identity};
+use bunsan_client::{audit, Client, ClientOptions, Identity};
+use bunsan_protocol::audit::report::{self, ReportFilter};
+use bunsan_protocol::audit::verify;
 use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::{Purpose, RecordKey};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -37,12 +42,12 @@ struct Cli {
     /// Identity directory holding cert.pem, key.pem and ca.pem.
     #[arg(long, env = "BUNSAN_IDENTITY", global = true, value_name = "DIR")]
     identity: Option<PathBuf>,
-    /// Deadline of one operation across all nodes, in seconds.
-    #[arg(long, default_value_t = 30, global = true, value_name = "SECONDS")]
-    timeout: u64,
     /// Log line format (logs go to standard error; RUST_LOG filters, default warn).
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Deadline of one operation across all nodes, in seconds.
+    #[arg(long, default_value_t = 30, global = true, value_name = "SECONDS")]
+    timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +88,11 @@ enum Command {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Audit the cluster: fetch every node's log, verify it offline, report who read what.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print a shell completion script to standard output (needs no cluster or identity).
     ///
     /// bash: `bunsan completions bash > ~/.local/share/bash-completion/completions/bunsan`;
@@ -98,6 +108,49 @@ enum Command {
 /// "not allowed" from "not working".
 const EXIT_REFUSED: u8 = 77;
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Pull entries, checkpoints, cosignatures and consistency proofs from every reachable node
+    /// into DIR (auditor role). Re-running fetches only what is new.
+    Fetch {
+        /// The audit directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Do not ask the nodes to sign and cosign fresh checkpoints first.
+        #[arg(long)]
+        no_cosign: bool,
+    },
+    /// Verify a fetched directory offline with only the CA certificate: hash chains, Merkle
+    /// roots, checkpoint signatures, consistency, cosignatures. Exits 1 if any node fails.
+    Verify {
+        /// The audit directory.
+        dir: PathBuf,
+        /// The CA certificate to trust (default: DIR/ca.pem, copied there by fetch).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+    },
+    /// Report every reconstruction (who, what, when, why), refused attempts and anomalies.
+    Report {
+        /// The audit directory.
+        dir: PathBuf,
+        /// Only this record, with its whole access history.
+        #[arg(long, value_name = "KEY")]
+        record: Option<String>,
+        /// Only this actor: certificate name, or fingerprint prefix (8+ hex digits).
+        #[arg(long, value_name = "NAME|FP")]
+        actor: Option<String>,
+        /// Only events since T: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or Unix seconds.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// k, if DIR/cluster.toml is missing.
+        #[arg(long)]
+        threshold: Option<u8>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -106,22 +159,16 @@ async fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "bunsan", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    let client = match connect(&cli) {
-        Ok(client) => client,
-        Err(error) => return report(&error),
-    };
-    let result = run(&client, cli.command).await;
-    client.close().await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(&error),
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(error) => report_error(&error),
     }
 }
 
 /// Prints why the command failed. A refusal names each node's typed answer on its own line
 /// ("node-1 refused: Forbidden: role collector may not get ..."), so the operator sees at once
 /// that the identity, not the cluster, is the problem.
-fn report(error: &anyhow::Error) -> ExitCode {
+fn report_error(error: &anyhow::Error) -> ExitCode {
     if let Some(client_error) = error.downcast_ref::<bunsan_client::Error>() {
         if client_error.is_forbidden() {
             eprintln!("bunsan: refused: this identity's role may not do this");
@@ -135,7 +182,117 @@ fn report(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn connect(cli: &Cli) -> anyhow::Result<Client> {
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Verifying and reporting are offline: no cluster, no identity, only the directory.
+    match cli.command {
+        Command::Audit {
+            command: AuditCommand::Verify { dir, ca },
+        } => return verify_dir(&dir, ca.as_deref()),
+        Command::Audit {
+            command:
+                AuditCommand::Report {
+                    dir,
+                    record,
+                    actor,
+                    since,
+                    threshold,
+                    json,
+                },
+        } => {
+            let since_micros = since
+                .map(|t| {
+                    report::parse_time(&t).with_context(|| {
+                        format!("--since {t:?}: use YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or seconds")
+                    })
+                })
+                .transpose()?;
+            let filter = ReportFilter {
+                record,
+                actor,
+                since_micros,
+            };
+            return report_dir(&dir, &filter, threshold, json);
+        }
+        _ => {}
+    }
+    let (client, ca) = connect(&cli)?;
+    let result = run(&client, &ca, cli.command).await;
+    client.close().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn verify_dir(dir: &std::path::Path, ca: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let loaded = audit::load(dir, ca)
+        .with_context(|| format!("cannot read the audit directory {}", dir.display()))?;
+    if loaded.nodes.is_empty() {
+        bail!(
+            "{} holds no node logs: run `bunsan audit fetch` first",
+            dir.display()
+        );
+    }
+    let mut failed = false;
+    let mut stdout = std::io::stdout().lock();
+    for verdict in verify::verify_logs(&loaded.ca, &loaded.nodes) {
+        match verdict.first() {
+            None => writeln!(
+                stdout,
+                "{}: ok ({} entries, {} checkpoints up to size {}, {} cosignatures by {})",
+                verdict.node_id,
+                verdict.entries,
+                verdict.checkpoints,
+                verdict.verified_size,
+                verdict.cosignatures,
+                if verdict.cosigners.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    verdict
+                        .cosigners
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            )?,
+            Some(first) => {
+                failed = true;
+                writeln!(stdout, "{}: FAILED {first}", verdict.node_id)?;
+                for more in &verdict.findings[1..] {
+                    writeln!(stdout, "  also {more}")?;
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn report_dir(
+    dir: &std::path::Path,
+    filter: &ReportFilter,
+    threshold: Option<u8>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = audit::load(dir, None)
+        .with_context(|| format!("cannot read the audit directory {}", dir.display()))?;
+    let Some(k) = threshold.or(loaded.manifest.as_ref().map(|m| m.threshold)) else {
+        bail!("no {}/cluster.toml: pass --threshold K", dir.display());
+    };
+    let report = report::build(k, &audit::entries_of(&loaded.nodes), filter);
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut stdout, &report)?;
+        writeln!(stdout)?;
+    } else {
+        stdout.write_all(report.to_text().as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client, and the CA certificate (DER) its identity trusts.
+fn connect(cli: &Cli) -> anyhow::Result<(Client, Vec<u8>)> {
     let Some(cluster) = &cli.cluster else {
         bail!("no cluster manifest: pass --cluster FILE or set BUNSAN_CLUSTER");
     };
@@ -152,10 +309,11 @@ fn connect(cli: &Cli) -> anyhow::Result<Client> {
         timeout: Duration::from_secs(cli.timeout),
         ..ClientOptions::default()
     };
-    Ok(Client::new(manifest, identity, options)?)
+    let ca = identity.ca().to_vec();
+    Ok((Client::new(manifest, identity, options)?, ca))
 }
 
-async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
+async fn run(client: &Client, ca: &[u8], command: Command) -> anyhow::Result<()> {
     match command {
         Command::Put { key, file } => {
             let key = RecordKey::new(key)?;
@@ -210,6 +368,23 @@ async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
                 receipt.acked.len()
             );
         }
+        Command::Audit {
+            command: AuditCommand::Fetch { out, no_cosign },
+        } => {
+            for node in audit::fetch(client, ca, &out, !no_cosign).await? {
+                match &node.problem {
+                    None => eprintln!(
+                        "{}: {} new entries, {} in all, latest checkpoint {}",
+                        node.node,
+                        node.new_entries,
+                        node.entries,
+                        node.checkpoint.map_or("none".to_owned(), |s| s.to_string())
+                    ),
+                    Some(problem) => eprintln!("{}: incomplete: {problem}", node.node),
+                }
+            }
+        }
+        Command::Audit { .. } => unreachable_offline()?,
         // Answered in `main`, before a cluster and identity are needed.
         Command::Completions { .. } => {}
         Command::Ls { prefix } => {
@@ -224,6 +399,11 @@ async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Verify and report are dispatched before connecting; reaching here is a bug in `main`.
+fn unreachable_offline() -> anyhow::Result<()> {
+    bail!("internal error: an offline audit command reached the online dispatcher")
 }
 
 #[cfg(test)]
@@ -241,7 +421,7 @@ mod tests {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "bunsan", &mut script);
             let script = String::from_utf8(script).expect("utf-8");
-            for subcommand in ["put", "get", "rm", "ls", "completions"] {
+            for subcommand in ["put", "get", "rm", "ls", "audit", "completions"] {
                 assert!(script.contains(subcommand), "{shell}: {subcommand}");
             }
         }

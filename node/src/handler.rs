@@ -5,8 +5,9 @@
 //! which envelope belongs on this node) testable with a memory store and no network.
 //!
 //! [`Handler::handle`] is the one place every request passes, allowed or refused, in this
-//! order: authorise, (audit), dispatch. The audit log of the next issue hooks in there: an
-//! entry for every request, and for a get, the entry is durable before the share is returned.
+//! order: authorise, dispatch, audit. Every answer, refusals included, is appended to the audit
+//! log and returned only once that entry is durable; if the entry cannot be written the answer
+//! is withheld (a share is never released unaudited) and the peer gets `Unavailable`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use bunsan_protocol::{RecordKey, ShareIndex};
 use rustls_pki_types::UnixTime;
 use tracing::Span;
 
+use crate::audit::{service, AuditEvent, AuditLog, Witness};
 use crate::checks::Checks;
 use crate::error::Error;
 use crate::store::ShareStore;
@@ -40,24 +42,43 @@ pub struct Handler {
     store: Arc<dyn ShareStore>,
     checks: Checks,
     started: Instant,
+    audit: Arc<AuditLog>,
+    witness: Option<Arc<Witness>>,
 }
 
 impl Handler {
     /// A handler for node `node_id` holding share `index` in `store`, checking envelopes
-    /// with `checks` (see [`crate::checks`]).
+    /// with `checks` (see [`crate::checks`]) and auditing into a fresh in-memory log without a
+    /// signing key (replace it with [`Handler::with_audit`]). Must be called inside a tokio
+    /// runtime (the log starts its writer task).
     pub fn new(
         node_id: impl Into<String>,
         index: ShareIndex,
         store: Arc<dyn ShareStore>,
         checks: Checks,
     ) -> Self {
+        let node_id = node_id.into();
         Self {
-            node_id: node_id.into(),
+            audit: AuditLog::memory(&node_id),
+            node_id,
             index,
             store,
             checks,
             started: Instant::now(),
+            witness: None,
         }
+    }
+
+    /// Audits into `audit`, and answers on-demand cosigning with `witness`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>, witness: Option<Arc<Witness>>) -> Self {
+        self.audit = audit;
+        self.witness = witness;
+        self
+    }
+
+    /// The audit log every answer goes through.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
     }
 
     /// Authorises `request` for `peer` and answers it. Never fails: refusals and failures are
@@ -67,6 +88,49 @@ impl Handler {
         if let Some(key) = key(&request) {
             Span::current().record("key", key.as_str());
         }
+        let event = AuditEvent::of_request(peer, &request);
+        let response = self.decide(peer, request).await;
+        self.audited(event, response).await
+    }
+
+    /// Audits a request that could not be read (too large, truncated, undecodable) and returns
+    /// the refusal to send.
+    pub async fn audit_unreadable(&self, peer: &PeerIdentity, response: Response) -> Response {
+        self.audited(AuditEvent::unreadable(peer, &response), response)
+            .await
+    }
+
+    /// Audits a connection refused before the peer proved an identity. Rate-limited: anyone can
+    /// fail a handshake, so the excess is counted into the next entry instead of logged.
+    pub async fn audit_refused_connection(&self, remote: std::net::SocketAddr, reason: &str) {
+        let Some(dropped) = self.audit.refusals.take() else {
+            return;
+        };
+        let reason = match dropped {
+            0 => reason.to_owned(),
+            n => format!("{reason} ({n} more refused connections not logged)"),
+        };
+        let event = AuditEvent::refused_connection(&remote.to_string(), &reason);
+        if let Err(e) = self.audit.append(event).await {
+            tracing::error!(error = %e, "cannot audit a refused connection");
+        }
+    }
+
+    /// The answer, once its audit entry is durable; `Unavailable` instead if it cannot be.
+    async fn audited(&self, event: AuditEvent, response: Response) -> Response {
+        match self.audit.append(event.answered(&response)).await {
+            Ok(_) => response,
+            Err(e) => {
+                tracing::error!(error = %e, "audit append failed: the answer is withheld");
+                refuse(
+                    ErrorCode::Unavailable,
+                    "audit log unavailable; nothing was released",
+                )
+            }
+        }
+    }
+
+    async fn decide(&self, peer: &PeerIdentity, request: Request) -> Response {
         let action = action(&request);
         if !peer.role.allows(action) {
             return refuse(
@@ -79,13 +143,14 @@ impl Handler {
                 ),
             );
         }
-        // The audit hook belongs here: every allowed request is appended before dispatch, and
-        // refusals above get their own entry.
-        self.dispatch(request).await
+        self.dispatch(peer, request).await
     }
 
-    async fn dispatch(&self, request: Request) -> Response {
+    async fn dispatch(&self, peer: &PeerIdentity, request: Request) -> Response {
         match request {
+            Request::Audit { query, .. } => {
+                service::answer(&self.audit, self.witness.as_deref(), peer, query).await
+            }
             Request::Health => Response::Health(NodeHealth {
                 node_id: self.node_id.clone(),
                 index: self.index,
@@ -232,6 +297,7 @@ pub fn action(request: &Request) -> Action {
         Request::Delete { .. } => Action::Delete,
         Request::List { .. } => Action::List,
         Request::Status => Action::Status,
+        Request::Audit { query, .. } => query.action(),
     }
 }
 
@@ -247,6 +313,7 @@ pub fn outcome(response: &Response) -> &'static str {
         Response::NotFound => "not-found",
         Response::Listing { .. } => "listed",
         Response::Status(_) => "status",
+        Response::Audit(_) => "audit",
         Response::Error(error) => match error.code {
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::Forbidden => "forbidden",
@@ -268,7 +335,7 @@ fn key(request: &Request) -> Option<&RecordKey> {
         Request::Put { envelope, .. } => Some(&envelope.header.key),
         Request::Delete { tombstone, .. } => Some(&tombstone.header.key),
         Request::Get { key, .. } => Some(key),
-        Request::Health | Request::List { .. } | Request::Status => None,
+        Request::Health | Request::List { .. } | Request::Status | Request::Audit { .. } => None,
     }
 }
 
@@ -302,4 +369,4 @@ fn failure(error: &Error) -> Response {
 
 #[cfg(test)]
 #[path = "handler_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -21,6 +21,10 @@
 //! - [`manifest`]: the cluster manifest (`cluster.toml`) every client and tool reads.
 //! - [`role`]: the roles carried in certificates and what each may do.
 //! - [`hlc`]: the hybrid logical clock that orders versions; time is passed in, never read.
+//! - [`audit`]: audit entries and their hash chain, the audit wire messages, the export
+//!   format, offline verification of fetched logs and the reconstruction report;
+//!   [`merkle`] (RFC 6962 trees and proofs), [`note`] and [`checkpoint`] (C2SP signed notes,
+//!   checkpoints and cosignatures), [`node_key`] (node keys checked against the cluster CA).
 //!
 //! There are no sockets, no async runtime and no clock here (the sans-IO style of
 //! `quinn-proto`): the `node` and `client` crates move bytes between this core and the network
@@ -28,6 +32,8 @@
 
 // `unsafe` is denied crate-wide (workspace lint); only the SIMD kernel module allows it.
 
+pub mod audit;
+pub mod checkpoint;
 pub mod dealing;
 pub mod envelope;
 pub mod error;
@@ -36,7 +42,10 @@ pub mod gf256;
 pub mod hlc;
 pub mod integrity;
 pub mod manifest;
+pub mod merkle;
 pub mod message;
+pub mod node_key;
+pub mod note;
 pub mod robust;
 pub mod role;
 pub mod seal;

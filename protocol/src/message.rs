@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::wire::{AuditAnswer, AuditQuery};
 use crate::envelope::ShareEnvelope;
 use crate::types::{Purpose, RecordKey, RequestId, ShareIndex, Version};
 
@@ -58,6 +59,13 @@ pub enum Request {
     },
     /// Counts and sizes held by the node (admin).
     Status,
+    /// A question about the node's audit log (auditor), or witnessing it (node).
+    Audit {
+        /// The same on every node for one client operation.
+        request_id: RequestId,
+        /// What is asked.
+        query: AuditQuery,
+    },
 }
 
 impl Request {
@@ -70,6 +78,7 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::List { .. } => "list",
             Request::Status => "status",
+            Request::Audit { query, .. } => query.name(),
         }
     }
 }
@@ -95,6 +104,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Status`].
     Status(NodeStatus),
+    /// Answer to [`Request::Audit`].
+    Audit(AuditAnswer),
     /// The request was refused or failed; nothing was changed unless the code says so.
     Error(RemoteError),
 }

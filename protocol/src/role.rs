@@ -47,6 +47,11 @@ pub enum Action {
     List,
     /// Counts and sizes.
     Status,
+    /// Read audit logs: entries, checkpoints, proofs, cosignatures (auditor).
+    AuditRead,
+    /// Witness another node's audit log: fetch its checkpoint and consistency proof, hand back
+    /// a cosignature (node-to-node).
+    Witness,
 }
 
 impl Role {
@@ -68,8 +73,9 @@ impl Role {
             (_, A::Health)
                 | (Role::Collector, A::Put)
                 | (Role::Reader, A::Get)
+                | (Role::Auditor, A::AuditRead)
                 | (Role::Admin, A::Delete | A::List | A::Status)
-                | (Role::Node, A::Status | A::List)
+                | (Role::Node, A::Status | A::List | A::Witness)
         )
     }
 
@@ -179,11 +185,20 @@ mod tests {
         let expected: &[(Role, &[Action])] = &[
             (Role::Collector, &[A::Health, A::Put]),
             (Role::Reader, &[A::Health, A::Get]),
-            (Role::Auditor, &[A::Health]),
+            (Role::Auditor, &[A::Health, A::AuditRead]),
             (Role::Admin, &[A::Health, A::Delete, A::List, A::Status]),
-            (Role::Node, &[A::Health, A::Status, A::List]),
+            (Role::Node, &[A::Health, A::Status, A::List, A::Witness]),
         ];
-        let all = [A::Health, A::Put, A::Get, A::Delete, A::List, A::Status];
+        let all = [
+            A::Health,
+            A::Put,
+            A::Get,
+            A::Delete,
+            A::List,
+            A::Status,
+            A::AuditRead,
+            A::Witness,
+        ];
         for (role, allowed) in expected {
             for action in all {
                 assert_eq!(
