@@ -39,10 +39,12 @@ pub struct ClientOptions {
     /// How long a QUIC handshake with one node may take.
     pub connect_timeout: Duration,
     /// Once a write has its quorum, how much longer to wait for the remaining nodes before
-    /// answering; stragglers keep going in the background until `timeout`. Likewise, once a
-    /// get has its record, how much longer to keep checking the other nodes' shares, so that
-    /// lying or rotten nodes are reported in [`GetOutcome::bad_shares`].
+    /// answering; stragglers keep going in the background until `timeout`.
     pub straggler_grace: Duration,
+    /// Once a get has its record, how much longer to keep checking the other nodes' shares,
+    /// so that lying or rotten nodes are reported in [`GetOutcome::bad_shares`] even when
+    /// their share was not needed. Short by default: a down node must not slow every read.
+    pub read_grace: Duration,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +53,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             straggler_grace: Duration::from_millis(500),
+            read_grace: Duration::from_millis(100),
         }
     }
 }
@@ -237,7 +240,7 @@ impl Client {
                             // Keep checking the other nodes' answers for a short grace, so a
                             // lying or rotten node is reported even when its share was not
                             // needed; then check the unneeded shares for consistency too.
-                            let grace = tokio::time::Instant::now() + self.options.straggler_grace;
+                            let grace = tokio::time::Instant::now() + self.options.read_grace;
                             while !self.all_heard(&gather) {
                                 match tokio::time::timeout_at(grace, replies.recv()).await {
                                     Ok(Some((position, reply))) => {
