@@ -12,6 +12,7 @@
 //!   (0x11d) and share layout as the `sharks` crate, so `sharks` can always recover our shares.
 //! - [`types`]: newtypes that cannot hold a bad value (threshold, share index, key, version).
 //! - [`envelope`]: what a node stores for one record version, with a format version byte.
+//! - [`chunk`]: the manifest that ties the chunks of a large record together, and chunk keys.
 //! - [`message`] and [`frame`]: the request/response messages and their length-prefixed framing.
 //! - [`manifest`]: the cluster manifest (`cluster.toml`) every client and tool reads.
 //! - [`role`]: the roles carried in certificates and what each may do.
@@ -23,6 +24,7 @@
 
 // `unsafe` is denied crate-wide (workspace lint); only the SIMD kernel module allows it.
 
+pub mod chunk;
 pub mod envelope;
 pub mod error;
 pub mod frame;
