@@ -136,13 +136,10 @@ impl Client {
             .into_iter()
             .map(|share| {
                 let index = share.index();
-                let envelope = ShareEnvelope::data(
-                    key.clone(),
-                    version,
-                    scheme,
-                    index,
-                    share.into_data().to_vec(),
-                );
+                // The share's bytes move into the envelope: copying them (and then zeroing
+                // the original one byte at a time) cost as much as the split itself.
+                let payload = std::mem::take(&mut *share.into_data());
+                let envelope = ShareEnvelope::data(key.clone(), version, scheme, index, payload);
                 Request::Put {
                     request_id,
                     envelope,
@@ -402,11 +399,17 @@ impl Client {
     ) -> mpsc::UnboundedReceiver<(usize, Result<Response, NodeFailure>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         for (position, request) in requests.into_iter().enumerate() {
+            // Encoded now and the request dropped, so a put holds each share once, as a frame.
+            let frame = self.transport.encode(position, &request);
+            drop(request);
             let transport = Arc::clone(&self.transport);
             let tx = tx.clone();
             let timeout = self.options.timeout;
             tokio::spawn(async move {
-                let reply = transport.call(position, &request, timeout).await;
+                let reply = match frame {
+                    Ok(frame) => transport.call_frame(position, frame, timeout).await,
+                    Err(failure) => Err(failure),
+                };
                 let _ = tx.send((position, reply));
             });
         }
