@@ -11,13 +11,17 @@
 //! ```
 //!
 //! The record exists in plaintext only inside this process: nodes see one share each.
-//! [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included).
+//! [`chunked`] stores records of any size in bounded memory as chunks tied by a manifest, and
+//! [`cli`] is the `bunsan` command line. [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included).
 
+pub mod chunked;
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod tls;
 mod transport;
 
+pub use chunked::{Chunked, ChunkOptions};
 pub use client::{Client, ClientOptions, GetOutcome, ListedRecord, PutReceipt};
 pub use error::{Error, NodeFailure, Result};
 pub use tls::Identity;

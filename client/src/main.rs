@@ -1,0 +1,5 @@
+//! `bunsan`: the command line over the client SDK (the code lives in [`bunsan_client::cli`]).
+
+fn main() -> std::process::ExitCode {
+    bunsan_client::cli::run(std::env::args_os())
+}
