@@ -12,16 +12,18 @@
 //!
 //! The record exists in plaintext only inside this process: nodes see one share each.
 //! [`chunked`] stores records of any size in bounded memory as chunks tied by a manifest, and
-//! [`cli`] is the `bunsan` command line. [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included).
+//! [`cli`] is the `bunsan` command line. [`tls`] holds the transport policy every Bunsan
+//! endpoint uses (nodes included), and [`socket`] the UDP socket setup they share.
 
 pub mod chunked;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod socket;
 pub mod tls;
 mod transport;
 
-pub use chunked::{Chunked, ChunkOptions};
+pub use chunked::{ChunkOptions, Chunked};
 pub use client::{Client, ClientOptions, GetOutcome, ListedRecord, PutReceipt};
 pub use error::{Error, NodeFailure, Result};
 pub use tls::Identity;

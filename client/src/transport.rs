@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bunsan_protocol::frame::{self, FRAME_MAX_BYTES, PREFIX_BYTES};
-use bytes::Bytes;
 use bunsan_protocol::manifest::{Manifest, NodeEntry};
 use bunsan_protocol::message::{Request, Response};
+use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use crate::error::{Error, NodeFailure, Result};
@@ -45,7 +45,15 @@ impl Transport {
         } else {
             SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(Error::Endpoint)?;
+        // As `quinn::Endpoint::client`, but with the larger socket buffers of `socket`.
+        let socket = crate::socket::bind_udp(bind).map_err(Error::Endpoint)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(Error::Endpoint)?;
         let mut config = tls::client_config(identity)?;
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
