@@ -394,13 +394,21 @@ mod tests {
         let b = chunk_key(&key, ChunkSetId([1; 16]), 1);
         let c = chunk_key(&key, ChunkSetId([2; 16]), 0);
         assert!(a.is_internal());
-        assert!(RecordKey::new(a.as_str()).is_err(), "users cannot name a chunk");
+        assert!(
+            RecordKey::new(a.as_str()).is_err(),
+            "users cannot name a chunk"
+        );
         assert!(a != b && a != c && b != c);
         assert!(a.as_str().starts_with(&chunk_prefix(&key)));
         assert!(c.as_str().starts_with(&chunk_prefix(&key)));
         assert!(!a.as_str().starts_with(&chunk_prefix(&other)));
         let longest = RecordKey::new("x".repeat(512)).expect("key");
-        assert!(chunk_key(&longest, ChunkSetId([0xff; 16]), u32::MAX).as_str().len() < 100);
+        assert!(
+            chunk_key(&longest, ChunkSetId([0xff; 16]), u32::MAX)
+                .as_str()
+                .len()
+                < 100
+        );
     }
 
     #[test]
