@@ -71,6 +71,25 @@ where
     Ok(Sample { latencies_us, wall })
 }
 
+/// CPU time (user + system) used so far by this process and the processes `pids`, in
+/// seconds; `None` if one of them cannot be read. Reads `/proc/PID/stat` (clock ticks of
+/// 1/100 s, the value on every Linux platform this runs on).
+pub fn cpu_secs(pids: &[u32]) -> Option<f64> {
+    let mut ticks = 0u64;
+    for path in std::iter::once("/proc/self/stat".to_owned())
+        .chain(pids.iter().map(|pid| format!("/proc/{pid}/stat")))
+    {
+        let stat = std::fs::read_to_string(path).ok()?;
+        // The command name may hold spaces; the fields after it are fixed.
+        let (_, fields) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        let user: u64 = fields.get(11)?.parse().ok()?;
+        let system: u64 = fields.get(12)?.parse().ok()?;
+        ticks += user + system;
+    }
+    Some(ticks as f64 / 100.0)
+}
+
 /// Peak resident set size of this process so far (`VmHWM` in /proc/self/status), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -31,6 +31,9 @@ pub struct Row {
     pub floor: Option<Floor>,
     /// The client's peak RSS in MiB (large records only).
     pub peak_rss_mib: Option<f64>,
+    /// CPU milliseconds per operation, client and all nodes together (only when the bench
+    /// started the nodes itself and can read their /proc entries).
+    pub cpu_ms_per_op: Option<f64>,
 }
 
 impl Row {
@@ -47,6 +50,7 @@ impl Row {
             mb_per_s: s.ops_per_s() * record_bytes as f64 / 1e6,
             floor: None,
             peak_rss_mib: None,
+            cpu_ms_per_op: None,
         }
     }
 
@@ -130,7 +134,7 @@ pub struct Report {
 /// The table header.
 pub fn header() -> String {
     format!(
-        "{:<24} {:>4} {:>7} {:>8} {:>8} {:>9} {:>8} | {:>9} {:>10} {:>9} | {:>10}",
+        "{:<24} {:>4} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} | {:>9} {:>10} {:>9} | {:>10}",
         "operation",
         "conc",
         "ops",
@@ -138,6 +142,7 @@ pub fn header() -> String {
         "p99 ms",
         "ops/s",
         "MB/s",
+        "cpu ms",
         "floor p50",
         "floor op/s",
         "floor MB/s",
@@ -147,9 +152,19 @@ pub fn header() -> String {
 
 /// One table line.
 pub fn line(row: &Row) -> String {
+    let cpu = row
+        .cpu_ms_per_op
+        .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}"));
     let mut text = format!(
-        "{:<24} {:>4} {:>7} {:>8.3} {:>8.3} {:>9.0} {:>8.1} |",
-        row.name, row.concurrency, row.ops, row.p50_ms, row.p99_ms, row.ops_per_s, row.mb_per_s
+        "{:<24} {:>4} {:>7} {:>8.3} {:>8.3} {:>9.0} {:>8.1} {:>7} |",
+        row.name,
+        row.concurrency,
+        row.ops,
+        row.p50_ms,
+        row.p99_ms,
+        row.ops_per_s,
+        row.mb_per_s,
+        cpu
     );
     match (&row.floor, row.throughput_ratio()) {
         (Some(floor), Some(ratio)) => {

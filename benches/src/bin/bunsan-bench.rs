@@ -127,6 +127,8 @@ struct Bench {
     budgets: Budgets,
     read_quorum: usize,
     write_quorum: usize,
+    /// The nodes' process ids, when this run started them (for CPU per operation).
+    node_pids: Option<Vec<u32>>,
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
@@ -205,6 +207,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         budgets,
         read_quorum: manifest.read_quorum(),
         write_quorum: usize::from(manifest.write_quorum),
+        node_pids: started_cluster
+            .as_ref()
+            .map(|cluster| cluster.nodes().iter().filter_map(|node| node.pid).collect()),
     };
 
     println!("{}", report::header());
@@ -273,6 +278,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 mb_per_s: large_bytes as f64 / secs / 1e6,
                 floor: None,
                 peak_rss_mib: Some(rss as f64 / f64::from(1 << 20)),
+                cpu_ms_per_op: None,
             };
             println!("{}", report::line(&row));
             rows.push(row);
@@ -322,7 +328,9 @@ impl Bench {
             Ok(())
         };
         measure::run(concurrency, budgets.warm_up, u64::MAX, put).await?;
+        let cpu = self.cpu();
         let ours = measure::run(concurrency, budgets.cell, u64::MAX, put).await?;
+        let put_cpu = self.cpu_per_op(cpu, &ours);
         let request = echo_request(size + FRAME_OVERHEAD_BYTES, 16);
         let quinn = measure::run(concurrency, budgets.floor, u64::MAX, |_| {
             self.echo.round_trip(&request, self.write_quorum)
@@ -338,11 +346,12 @@ impl Bench {
             budgets.floor,
         )
         .await?;
-        let put_row = with_floor(
+        let mut put_row = with_floor(
             Row::from_sample(&format!("{size_text} put"), size as u64, concurrency, &ours),
             &quinn,
             &sled,
         );
+        put_row.cpu_ms_per_op = put_cpu;
 
         let get = |i: u64| async move {
             let record = self
@@ -357,7 +366,9 @@ impl Bench {
             Ok(())
         };
         measure::run(concurrency, budgets.warm_up, u64::MAX, get).await?;
+        let cpu = self.cpu();
         let ours = measure::run(concurrency, budgets.cell, u64::MAX, get).await?;
+        let get_cpu = self.cpu_per_op(cpu, &ours);
         let request = echo_request(FRAME_OVERHEAD_BYTES, size + FRAME_OVERHEAD_BYTES);
         let quinn = measure::run(concurrency, budgets.floor, u64::MAX, |_| {
             self.echo.round_trip(&request, self.read_quorum)
@@ -372,12 +383,26 @@ impl Bench {
             budgets.floor,
         )
         .await?;
-        let get_row = with_floor(
+        let mut get_row = with_floor(
             Row::from_sample(&format!("{size_text} get"), size as u64, concurrency, &ours),
             &quinn,
             &sled,
         );
+        get_row.cpu_ms_per_op = get_cpu;
         Ok([put_row, get_row])
+    }
+}
+
+impl Bench {
+    /// CPU seconds of this process and the nodes so far (`None` without the nodes' pids).
+    fn cpu(&self) -> Option<f64> {
+        measure::cpu_secs(self.node_pids.as_deref()?)
+    }
+
+    /// CPU milliseconds per operation of `sample`, from a [`Bench::cpu`] taken before it.
+    fn cpu_per_op(&self, before: Option<f64>, sample: &Sample) -> Option<f64> {
+        let used = self.cpu()? - before?;
+        (sample.ops() > 0).then(|| used * 1000.0 / sample.ops() as f64)
     }
 }
 
