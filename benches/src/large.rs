@@ -121,7 +121,11 @@ pub async fn spawn_child(
         .stderr(std::process::Stdio::inherit())
         .output()
         .await?;
-    anyhow::ensure!(output.status.success(), "the large-record client failed");
+    anyhow::ensure!(
+        output.status.success(),
+        "the large-record client failed ({})",
+        output.status
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()

@@ -4,12 +4,12 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::measure::Sample;
 
 /// One measured operation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// What was measured, e.g. "1 KiB get".
     pub name: String,
@@ -63,7 +63,7 @@ impl Row {
 
 /// The floor of one operation: the quinn round trip of the same bytes plus the sled work of
 /// one node for one share, composed in series (a node receives, then writes).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Floor {
     /// quinn alone: median, ms.
     pub quinn_p50_ms: f64,
@@ -104,7 +104,7 @@ impl Floor {
 }
 
 /// One target of the performance issue and whether this run met it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     /// The target as the issue states it.
     pub target: String,
@@ -115,7 +115,7 @@ pub struct Target {
 }
 
 /// The whole run, as written to JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// "quick" or "full".
     pub mode: String,
@@ -238,8 +238,8 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     targets
 }
 
-/// The plot: our throughput as a share of the floor, 1 KiB latencies against their targets,
-/// and the large record's client peak RSS against its budget.
+/// The plot: our throughput as a share of the floor, 1 KiB latencies and rates against their
+/// targets, and the large record's client peak RSS against its budget.
 pub fn svg(report: &Report) -> String {
     let ratios: Vec<Bar> = report
         .rows
@@ -253,16 +253,36 @@ pub fn svg(report: &Report) -> String {
             })
         })
         .collect();
-    let latencies: Vec<Bar> = report
-        .rows
-        .iter()
-        .filter(|row| row.record_bytes == 1024)
+    let small = |concurrency: usize| {
+        report
+            .rows
+            .iter()
+            .filter(move |row| row.record_bytes == 1024 && row.concurrency == concurrency)
+    };
+    let latencies: Vec<Bar> = small(1)
         .flat_map(|row| {
             [("p50", row.p50_ms), ("p99", row.p99_ms)].map(|(q, ms)| Bar {
-                label: format!("{} (c={}) {q}", row.name, row.concurrency),
+                label: format!("{} {q}", row.name),
                 value: ms,
                 text: format!("{ms:.2} ms"),
             })
+        })
+        .collect();
+    let rates: Vec<Bar> = small(64)
+        .flat_map(|row| {
+            let floor = row.floor.as_ref().map_or(0.0, |floor| floor.ops_per_s);
+            [
+                Bar {
+                    label: format!("{}: Bunsan", row.name),
+                    value: row.ops_per_s,
+                    text: format!("{:.0}/s", row.ops_per_s),
+                },
+                Bar {
+                    label: format!("{}: floor", row.name),
+                    value: floor,
+                    text: format!("{floor:.0}/s"),
+                },
+            ]
         })
         .collect();
     let rss: Vec<Bar> = report
@@ -279,24 +299,29 @@ pub fn svg(report: &Report) -> String {
         .collect();
     let panels = [
         Panel {
-            title: "Throughput as % of the floor (quinn + sled, same run)",
+            title: "Throughput as % of the floor (quinn round trip + sled, same run)",
             bars: ratios,
-            line: Some((70.0, "target 70%")),
+            lines: &[(70.0, "target 70%"), (100.0, "floor")],
         },
         Panel {
-            title: "1 KiB latency, ms (targets at concurrency 1: p50 1 ms, p99 5 ms)",
+            title: "1 KiB latency at concurrency 1, ms",
             bars: latencies,
-            line: Some((1.0, "1 ms")),
+            lines: &[(1.0, "get p50 target"), (5.0, "get p99 target")],
         },
         Panel {
-            title: "Large record: client peak RSS, MiB",
+            title: "1 KiB operations per second at concurrency 64",
+            bars: rates,
+            lines: &[(5000.0, "put target 5,000/s")],
+        },
+        Panel {
+            title: "Large record streamed by the SDK: client peak RSS, MiB",
             bars: rss,
-            line: Some((256.0, "256 MiB budget")),
+            lines: &[(256.0, "budget 256 MiB")],
         },
     ];
     let width = 860.0;
     let row_height = 22.0;
-    let mut y = 40.0;
+    let mut y = 62.0;
     let mut body = String::new();
     for panel in &panels {
         y = panel.draw(&mut body, y, width, row_height);
@@ -305,7 +330,8 @@ pub fn svg(report: &Report) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{h}\" \
          font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
          fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">\
-         bunsan-bench ({mode}): {cluster}, {cpus} CPUs</text>\n{body}</svg>\n",
+         bunsan-bench ({mode}, {cpus} CPUs)</text>\n<text x=\"10\" y=\"42\" \
+         font-size=\"11\">{cluster}</text>\n{body}</svg>\n",
         h = y + 10.0,
         mode = report.mode,
         cluster = escape(&report.cluster),
@@ -322,7 +348,7 @@ struct Bar {
 struct Panel {
     title: &'static str,
     bars: Vec<Bar>,
-    line: Option<(f64, &'static str)>,
+    lines: &'static [(f64, &'static str)],
 }
 
 impl Panel {
@@ -333,7 +359,7 @@ impl Panel {
             .bars
             .iter()
             .map(|bar| bar.value)
-            .chain(self.line.map(|(value, _)| value * 1.2))
+            .chain(self.lines.iter().map(|(value, _)| value * 1.1))
             .fold(f64::MIN_POSITIVE, f64::max);
         let scale = |value: f64| left + (right - left) * (value / max).clamp(0.0, 1.0);
         let _ = writeln!(
@@ -361,20 +387,20 @@ impl Panel {
             );
             y += row_height;
         }
-        if let Some((value, label)) = self.line {
-            let x = scale(value);
+        for (i, (value, label)) in self.lines.iter().enumerate() {
+            let x = scale(*value);
             let _ = writeln!(
                 out,
-                "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{y}\" stroke=\"#c03030\" \
+                "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#c03030\" \
                  stroke-dasharray=\"4 3\"/><text x=\"{x:.1}\" y=\"{}\" fill=\"#c03030\" \
                  text-anchor=\"middle\" font-size=\"10\">{}</text>",
                 top + 22.0,
-                y + 11.0,
+                y + 12.0 * i as f64,
+                y + 11.0 + 12.0 * i as f64,
                 escape(label)
             );
-            y += 14.0;
         }
-        y + 16.0
+        y + 14.0 + 12.0 * self.lines.len() as f64
     }
 }
 

@@ -4,6 +4,7 @@
 //! cargo run --release -p bunsan-benches --bin bunsan-bench -- [--quick]
 //!     [--cluster cluster.toml --identity-dir DIR/clients]   an existing cluster instead
 //!     [--json-out FILE] [--svg-out FILE]                     results and plot
+//! bunsan-bench plot RESULTS.json PLOT.svg                    redraw a plot from results
 //! ```
 //!
 //! Without `--cluster` it starts five nodes (3-of-5, W = 5) as child processes of itself
@@ -64,6 +65,11 @@ struct Args {
     /// Only the cells at this concurrency, for profiling one path.
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
+    /// Where the large record's cluster keeps its data (default: the temporary directory). The
+    /// nodes need about 5.5 × the record size there, and up to 1 GiB of sled cache each in RAM,
+    /// so a tmpfs such as /dev/shm needs that much memory free on top.
+    #[arg(long, value_name = "DIR")]
+    large_dir: Option<PathBuf>,
     /// The large record's size in bytes (default 1 GiB; 256 MiB with --quick; 0 skips it).
     #[arg(long, value_name = "BYTES")]
     large_bytes: Option<u64>,
@@ -93,6 +99,15 @@ fn main() -> anyhow::Result<()> {
                 std::iter::once(OsString::from("bunsan-node")).chain(args[2..].iter().cloned());
             let code = bunsan_node::cli::run_cli(node_args);
             std::process::exit(i32::from(code != std::process::ExitCode::SUCCESS));
+        }
+        // Redraws the plot from a results file: `bunsan-bench plot RESULTS.json PLOT.svg`.
+        Some("plot") => {
+            let (Some(json), Some(svg)) = (args.get(2), args.get(3)) else {
+                anyhow::bail!("usage: bunsan-bench plot RESULTS.json PLOT.svg");
+            };
+            let report: Report = serde_json::from_str(&std::fs::read_to_string(json)?)?;
+            std::fs::write(svg, report::svg(&report))?;
+            Ok(())
         }
         Some("large-client") => {
             let large = LargeArgs::parse_from(&args[1..]);
@@ -257,12 +272,16 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 large::spawn_child(&exe, &manifest_path, &clients, large_bytes).await?,
                 "the existing cluster",
             ),
-            None => (
-                large_on_tmpfs(&exe, &init, node_options, large_bytes).await?,
-                "tmpfs",
-            ),
+            None => {
+                let dir = args.large_dir.clone().unwrap_or_else(std::env::temp_dir);
+                let result = large_cluster(&exe, &init, node_options, &dir, large_bytes).await?;
+                (
+                    result,
+                    "a fresh cluster of the same shape, data on local disk",
+                )
+            }
         };
-        large_note = format!("; large record: nodes on {note}");
+        large_note = format!("; large record: {note}");
         for (op, secs, rss) in [
             ("put", result.put_secs, result.put_peak_rss),
             ("get", result.get_secs, result.get_peak_rss),
@@ -425,23 +444,18 @@ fn size_name(bytes: u64) -> String {
     }
 }
 
-/// Runs the large record against a fresh cluster whose data lives in /dev/shm: five copies of
-/// a gigabyte of shares would not fit the free disk of a shared build machine, and this cell
-/// measures the client's streaming and memory, not the disk (the 1 MiB cells do that).
-async fn large_on_tmpfs(
+/// Runs the large record against a fresh cluster with its data under `dir` (the cluster of
+/// the small cells is stopped by then, so the two never compete).
+async fn large_cluster(
     exe: &Path,
     init: &InitOptions,
     options: LocalOptions,
+    dir: &Path,
     bytes: u64,
 ) -> anyhow::Result<large::LargeResult> {
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::Builder::new()
-            .prefix("bunsan-bench-")
-            .tempdir_in(shm)?
-    } else {
-        tempfile::tempdir()?
-    };
+    let dir = tempfile::Builder::new()
+        .prefix("bunsan-bench-large-")
+        .tempdir_in(dir)?;
     bunsan_cluster::init::init(dir.path(), init)?;
     let cluster = LocalCluster::start_with(dir.path(), options).await?;
     let result = large::spawn_child(

@@ -64,7 +64,16 @@ impl GroupCommit {
             // Every ticket up to `covered` belongs to a write already in sled's memory, so this
             // one flush makes all of them durable.
             let covered = self.requested.load(Ordering::SeqCst);
-            let flush = self.db.flush_async().await;
+            // `flush` on tokio's blocking pool rather than sled's `flush_async`: sled runs that
+            // on its own pool, whose threads end after a few tasks, so a node under load started
+            // a new OS thread every few flushes.
+            let db = self.db.clone();
+            let flush = match tokio::task::spawn_blocking(move || db.flush()).await {
+                Ok(flushed) => flushed.map_err(crate::Error::from),
+                Err(e) => Err(crate::Error::StorageTask {
+                    reason: e.to_string(),
+                }),
+            };
             if flush.is_ok() {
                 self.flushes.fetch_add(1, Ordering::Relaxed);
                 self.durable.fetch_max(covered, Ordering::SeqCst);
