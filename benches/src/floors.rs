@@ -8,8 +8,9 @@
 //!   operation sends one request per endpoint at once, one stream each, exactly like a Bunsan
 //!   put (a share up, a short answer down) or get (a short request up, a share down), and waits
 //!   for as many answers as Bunsan waits for.
-//! - [`sled_floor`]: sled 0.34 insert of a share-sized value and `flush`, as a node does for a
-//!   put; with a batch of c inserts per flush, the ideal group commit at concurrency c.
+//! - [`sled_floor`]: sled 0.34 insert of a share-sized value and `flush` in five databases at
+//!   once, as the five nodes do for a put; with a batch of c inserts per flush, the ideal group
+//!   commit at concurrency c.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -171,47 +172,80 @@ async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, reply:
     }
 }
 
-/// sled insert of a `value_len`-byte value then a flush, `batch` inserts per flush (1: a lone
-/// put; c: the ideal group commit at concurrency c), for `budget`. Each operation's latency is
-/// its batch's time. Runs on a blocking thread: sled's API is synchronous.
+/// sled insert of a `value_len`-byte value then a flush, in `nodes` databases at once (one
+/// thread each, as every node of the cluster writes its share), `batch` inserts per flush (1: a
+/// lone put; c: the ideal group commit at concurrency c), for `budget`. An operation is durable
+/// when every database flushed it, so its latency is its round's slowest flush.
 pub async fn sled_floor(
     dir: &Path,
+    nodes: usize,
     value_len: usize,
     batch: usize,
     budget: Duration,
 ) -> anyhow::Result<Sample> {
     let dir = dir.to_owned();
+    // sled's API is synchronous: the rounds run on blocking threads.
     tokio::task::spawn_blocking(move || {
-        let db = sled::Config::new().path(&dir).open()?;
-        let tree = db.open_tree("shares")?;
-        let mut value = vec![0x5a; value_len.max(8)];
+        let dbs = (0..nodes)
+            .map(|node| sled::Config::new().path(dir.join(node.to_string())).open())
+            .collect::<Result<Vec<_>, _>>()?;
+        let trees = dbs
+            .iter()
+            .map(|db| db.open_tree("shares"))
+            .collect::<Result<Vec<_>, _>>()?;
         let started = Instant::now();
         let mut latencies_us = Vec::new();
         let mut round = 0u64;
         while started.elapsed() < budget {
             let t = Instant::now();
-            for i in 0..batch as u64 {
-                // A bounded key space, as the cluster bench overwrites its keys too, and a new
-                // value every time, as every put writes a new version: sled skips rewriting a
-                // key with the value it already holds, and its flush then has nothing to do.
-                let n = round * batch as u64 + i;
-                value[..8].copy_from_slice(&n.to_le_bytes());
-                let key = format!("floor/{:05}", n % 4096);
-                tree.insert(key.as_bytes(), value.as_slice())?;
-            }
-            db.flush()?;
+            std::thread::scope(|scope| {
+                let writers: Vec<_> = dbs
+                    .iter()
+                    .zip(&trees)
+                    .map(|(db, tree)| {
+                        scope.spawn(move || write_round(db, tree, round, batch, value_len))
+                    })
+                    .collect();
+                writers.into_iter().try_for_each(|writer| {
+                    writer.join().unwrap_or_else(|_| {
+                        Err(sled::Error::ReportableBug("writer panicked".to_owned()))
+                    })
+                })
+            })?;
             let us = t.elapsed().as_micros() as u64;
             latencies_us.extend(std::iter::repeat_n(us, batch));
             round += 1;
         }
         let wall = started.elapsed();
-        drop(tree);
-        drop(db);
+        drop(trees);
+        drop(dbs);
         std::fs::remove_dir_all(&dir)?;
         latencies_us.sort_unstable();
         Ok(Sample { latencies_us, wall })
     })
     .await?
+}
+
+/// One node's part of a floor round: `batch` inserts and a flush.
+fn write_round(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    round: u64,
+    batch: usize,
+    value_len: usize,
+) -> sled::Result<()> {
+    let mut value = vec![0x5a; value_len.max(8)];
+    for i in 0..batch as u64 {
+        // A bounded key space, as the cluster bench overwrites its keys too, and a new value
+        // every time, as every put writes a new version: sled skips rewriting a key with the
+        // value it already holds, and its flush then has nothing to do.
+        let n = round * batch as u64 + i;
+        value[..8].copy_from_slice(&n.to_le_bytes());
+        let key = format!("floor/{:05}", n % 4096);
+        tree.insert(key.as_bytes(), value.as_slice())?;
+    }
+    db.flush()?;
+    Ok(())
 }
 
 /// sled read of a `value_len`-byte value that was written before (the node side of a get).

@@ -62,7 +62,7 @@ impl Row {
 }
 
 /// The floor of one operation: the quinn round trip of the same bytes plus the sled work of
-/// one node for one share, composed in series (a node receives, then writes).
+/// the n nodes for their shares, composed in series (a node receives, then writes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Floor {
     /// quinn alone: median, ms.

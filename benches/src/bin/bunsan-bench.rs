@@ -142,6 +142,8 @@ struct Bench {
     budgets: Budgets,
     read_quorum: usize,
     write_quorum: usize,
+    /// n: how many nodes write each put (the sled floor writes that many databases).
+    nodes: usize,
     /// The nodes' process ids, when this run started them (for CPU per operation).
     node_pids: Option<Vec<u32>>,
 }
@@ -222,6 +224,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         budgets,
         read_quorum: manifest.read_quorum(),
         write_quorum: usize::from(manifest.write_quorum),
+        nodes: manifest.nodes.len(),
         node_pids: started_cluster
             .as_ref()
             .map(|cluster| cluster.nodes().iter().filter_map(|node| node.pid).collect()),
@@ -360,6 +363,7 @@ impl Bench {
                 .scratch
                 .path()
                 .join(format!("put-{size}-{concurrency}")),
+            self.nodes,
             size + FRAME_OVERHEAD_BYTES,
             concurrency,
             budgets.floor,
