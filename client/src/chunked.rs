@@ -334,6 +334,8 @@ impl<'c> Chunked<'c> {
         manifest: &ChunkManifest,
         index: usize,
     ) -> Result<(usize, ChunkBuf)> {
+        // Decoding checked that the chunks cover exactly `record_len` in `chunk_size` steps, so
+        // every index of `chunks_covering` is below the chunk count (at most 2^18).
         let chunk = index as u32;
         let entry = &manifest.chunks[index];
         let outcome = self
