@@ -44,7 +44,7 @@ const PUT_KEYS: u64 = 4096;
 #[derive(Parser)]
 #[command(name = "bunsan-bench")]
 struct Args {
-    /// Short cells and a 256 MiB large record: about a minute and a half.
+    /// Short cells and a 256 MiB large record: about a minute.
     #[arg(long)]
     quick: bool,
     /// Use this running cluster (its cluster.toml) instead of starting one.
