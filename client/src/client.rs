@@ -458,13 +458,19 @@ impl Client {
     ) -> mpsc::UnboundedReceiver<(usize, Result<Response, NodeFailure>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         for (position, request) in requests.into_iter().enumerate() {
+            // Encoded now and the request dropped, so a put holds each share once, as a frame.
+            let frame = self.transport.encode(position, &request);
+            drop(request);
             let transport = Arc::clone(&self.transport);
             let tx = tx.clone();
             let timeout = self.options.timeout;
             let guard = self.inflight.clone().try_read_owned().ok();
             tokio::spawn(async move {
                 let _inflight = guard;
-                let reply = transport.call(position, &request, timeout).await;
+                let reply = match frame {
+                    Ok(frame) => transport.call_frame(position, frame, timeout).await,
+                    Err(failure) => Err(failure),
+                };
                 let _ = tx.send((position, reply));
             });
         }

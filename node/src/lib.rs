@@ -314,7 +314,7 @@ async fn bind(
         addr: config.listen,
         source,
     };
-    let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
+    let socket = bunsan_client::socket::bind_udp(config.listen).map_err(bind_error)?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::new(stateless_reset_key(config)?),
         Some(server_config),

@@ -340,7 +340,8 @@ async fn respond(
             frame::encode(&fallback, "response").map_err(StreamError::Encode)?
         }
     };
-    send.write_all(&bytes).await?;
+    // `write_chunk` hands the frame to quinn as it is; `write_all` would copy a whole share.
+    send.write_chunk(bytes.into()).await?;
     send.finish()?;
     Ok(outcome(response))
 }

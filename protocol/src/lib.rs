@@ -17,6 +17,7 @@
 //! - [`seal`]: each share's commitment nonce sealed to its node's key (ECDH P-256 + AEAD).
 //! - [`dealing`]: record → n signed envelopes, and verified shares → checked record.
 //! - [`robust`]: Berlekamp–Welch decoding that locates wrong shares.
+//! - [`chunk`]: the manifest that ties the chunks of a large record together, and chunk keys.
 //! - [`message`] and [`frame`]: the request/response messages and their length-prefixed framing.
 //! - [`manifest`]: the cluster manifest (`cluster.toml`) every client and tool reads.
 //! - [`role`]: the roles carried in certificates and what each may do.
@@ -34,6 +35,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod chunk;
 pub mod dealing;
 pub mod envelope;
 pub mod error;
