@@ -39,10 +39,12 @@ pub struct ClientOptions {
     /// How long a QUIC handshake with one node may take.
     pub connect_timeout: Duration,
     /// Once a write has its quorum, how much longer to wait for the remaining nodes before
-    /// answering; stragglers keep going in the background until `timeout`. Likewise, once a
-    /// get has its record, how much longer to keep checking the other nodes' shares, so that
-    /// lying or rotten nodes are reported in [`GetOutcome::bad_shares`].
+    /// answering; stragglers keep going in the background until `timeout`.
     pub straggler_grace: Duration,
+    /// Once a get has its record, how much longer to keep checking the other nodes' shares,
+    /// so that lying or rotten nodes are reported in [`GetOutcome::bad_shares`] even when
+    /// their share was not needed. Short by default: a down node must not slow every read.
+    pub read_grace: Duration,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +53,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             straggler_grace: Duration::from_millis(500),
+            read_grace: Duration::from_millis(100),
         }
     }
 }
@@ -107,6 +110,9 @@ pub struct ListedRecord {
 pub struct Client {
     manifest: Manifest,
     transport: Arc<Transport>,
+    /// Every fanned-out call holds a read guard until it ends; `close` takes the write lock, so
+    /// requests already sent reach their nodes (and their audit logs) instead of being cut off.
+    inflight: Arc<tokio::sync::RwLock<()>>,
     clock: std::sync::Mutex<HybridClock>,
     options: ClientOptions,
     /// The cluster CA, to verify the writer signature of every envelope read.
@@ -125,6 +131,7 @@ impl Client {
             signer: identity.signer().map_err(|e| e.to_string()),
             manifest,
             transport: Arc::new(transport),
+            inflight: Arc::new(tokio::sync::RwLock::new(())),
             options,
         })
     }
@@ -234,7 +241,7 @@ impl Client {
                             // Keep checking the other nodes' answers for a short grace, so a
                             // lying or rotten node is reported even when its share was not
                             // needed; then check the unneeded shares for consistency too.
-                            let grace = tokio::time::Instant::now() + self.options.straggler_grace;
+                            let grace = tokio::time::Instant::now() + self.options.read_grace;
                             while !self.all_heard(&gather) {
                                 match tokio::time::timeout_at(grace, replies.recv()).await {
                                     Ok(Some((position, reply))) => {
@@ -433,6 +440,9 @@ impl Client {
 
     /// Closes all connections gracefully.
     pub async fn close(&self) {
+        // Straggling calls of the last operation finish first (each within the timeout), so a
+        // node is not left with half a request that it cannot log.
+        let _ = tokio::time::timeout(self.options.timeout, self.inflight.write()).await;
         self.transport.close().await;
     }
 
@@ -460,11 +470,19 @@ impl Client {
     ) -> mpsc::UnboundedReceiver<(usize, Result<Response, NodeFailure>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         for (position, request) in requests.into_iter().enumerate() {
+            // Encoded now and the request dropped, so a put holds each share once, as a frame.
+            let frame = self.transport.encode(position, &request);
+            drop(request);
             let transport = Arc::clone(&self.transport);
             let tx = tx.clone();
             let timeout = self.options.timeout;
+            let guard = self.inflight.clone().try_read_owned().ok();
             tokio::spawn(async move {
-                let reply = transport.call(position, &request, timeout).await;
+                let _inflight = guard;
+                let reply = match frame {
+                    Ok(frame) => transport.call_frame(position, frame, timeout).await,
+                    Err(failure) => Err(failure),
+                };
                 let _ = tx.send((position, reply));
             });
         }
@@ -534,6 +552,7 @@ fn response_kind(response: &Response) -> &'static str {
         Response::Staged { .. } => "staged",
         Response::DealAccepted => "deal-accepted",
         Response::Aborted => "aborted",
+        Response::Audit(_) => "audit",
         Response::Error(_) => "error",
     }
 }

@@ -77,6 +77,14 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// An identity directory holds something that is not a usable certificate or key.
     #[error("bad identity file {path}: {reason}")]
     BadIdentity {
@@ -179,6 +187,49 @@ pub enum Error {
         bad_shares: Vec<BadShare>,
         /// Why the rebuild failed.
         source: bunsan_protocol::Error,
+    },
+    /// A chunked record's manifest could not be decoded: corrupt or forged.
+    #[error("record {key}: its chunk manifest is invalid: {source}")]
+    ManifestCorrupt {
+        /// The record.
+        key: RecordKey,
+        /// What the decoder refused.
+        source: bunsan_protocol::Error,
+    },
+    /// A chunk of a chunked record could not be read (missing, deleted, too few shares).
+    #[error("record {key}: chunk {chunk} cannot be read: {source}")]
+    ChunkUnavailable {
+        /// The record.
+        key: RecordKey,
+        /// The chunk's position in the record (0-based).
+        chunk: u32,
+        /// Why the chunk's own get failed.
+        source: Box<Error>,
+    },
+    /// A chunk does not match what the manifest says of it: corrupt, forged or replaced.
+    #[error("record {key}: chunk {chunk} does not match the manifest ({what})")]
+    ChunkMismatch {
+        /// The record.
+        key: RecordKey,
+        /// The chunk's position in the record (0-based).
+        chunk: u32,
+        /// What differs: "version", "length" or "digest".
+        what: &'static str,
+    },
+    /// The chunks all matched the manifest but the whole record does not match its digest
+    /// (a writer that built an inconsistent manifest).
+    #[error("record {key}: the rebuilt record does not match its digest")]
+    RecordDigestMismatch {
+        /// The record.
+        key: RecordKey,
+    },
+    /// Reading a record's source or writing it to its sink failed.
+    #[error("cannot {action} the record stream: {source}")]
+    Stream {
+        /// "read" or "write".
+        action: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// A node answered with a response of the wrong kind.
     #[error("node {node} answered {got} to a {request} request")]

@@ -13,19 +13,27 @@
 //! ```
 //!
 //! The record exists in plaintext only inside this process: nodes see one share each.
-//! [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included).
+//! [`tls`] holds the transport policy every Bunsan endpoint uses (nodes included), and
+//! [`socket`] the UDP socket setup they share; [`audit`] fetches the nodes' audit logs for
+//! offline verification (`bunsan audit`). [`chunked`] stores records of any size in bounded
+//! memory as chunks tied by a manifest, and [`cli`] is the `bunsan` command line.
 //! [`ssmix2`] is a collector built on the SDK: it uploads an SS-MIX2 storage tree under
 //! pseudonymous keys (the `bunsan-ssmix2` command), and [`logging`] the log setup every
 //! command-line tool shares.
 
+pub mod audit;
+pub mod chunked;
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod logging;
 pub mod read;
+pub mod socket;
 pub mod ssmix2;
 pub mod tls;
 mod transport;
 
+pub use chunked::{ChunkOptions, Chunked};
 pub use client::{Client, ClientOptions, GetOutcome, ListedRecord, PutReceipt};
 pub use error::{Error, NodeFailure, Result};
 pub use read::{BadShare, BadShareReason};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bunsan_protocol::frame::{self, FRAME_MAX_BYTES, PREFIX_BYTES};
 use bunsan_protocol::manifest::{Manifest, NodeEntry};
 use bunsan_protocol::message::{Request, Response};
+use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::Mutex;
 
@@ -45,7 +46,15 @@ impl Transport {
         } else {
             SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(Error::Endpoint)?;
+        // As `quinn::Endpoint::client`, but with the larger socket buffers of `socket`.
+        let socket = crate::socket::bind_udp(bind).map_err(Error::Endpoint)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(Error::Endpoint)?;
         let mut config = tls::client_config(identity)?;
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
@@ -80,13 +89,36 @@ impl Transport {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, NodeFailure> {
+        let frame = self.encode(position, request)?;
+        self.call_frame(position, frame, timeout).await
+    }
+
+    /// Encodes `request` as one frame for the node at `position`. Callers that own a large
+    /// request encode it and drop it before the call, so a share is held once (as its frame),
+    /// not twice; the frame then moves into QUIC's send buffer without another copy.
+    pub(crate) fn encode(&self, position: usize, request: &Request) -> Result<Bytes, NodeFailure> {
+        frame::encode(request, "request")
+            .map(Bytes::from)
+            .map_err(|e| NodeFailure {
+                node: self.links[position].node.id.clone(),
+                reason: e.to_string(),
+                code: None,
+            })
+    }
+
+    /// [`Transport::call`] with a frame made by [`Transport::encode`].
+    pub(crate) async fn call_frame(
+        &self,
+        position: usize,
+        frame: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, NodeFailure> {
         let node = &self.links[position].node;
         let fail = |reason: String| NodeFailure {
             node: node.id.clone(),
             reason,
             code: None,
         };
-        let frame = frame::encode(request, "request").map_err(|e| fail(e.to_string()))?;
         let connection = match tokio::time::timeout(timeout, self.connection(position)).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(reason)) => return Err(fail(reason)),
@@ -97,7 +129,7 @@ impl Transport {
                 )))
             }
         };
-        let outcome = match tokio::time::timeout(timeout, exchange(&connection, &frame)).await {
+        let outcome = match tokio::time::timeout(timeout, exchange(&connection, frame)).await {
             // Stream errors only say "connection lost"; the connection knows why (the node
             // refused this identity's certificate as revoked, say), and that is what a person
             // must read.
@@ -200,12 +232,13 @@ impl Transport {
 }
 
 /// One request/response exchange on a fresh stream of `connection`.
-async fn exchange(connection: &quinn::Connection, frame: &[u8]) -> Result<Response, String> {
+async fn exchange(connection: &quinn::Connection, frame: Bytes) -> Result<Response, String> {
     let (mut send, mut recv) = connection
         .open_bi()
         .await
         .map_err(|e| format!("cannot open a stream: {e}"))?;
-    send.write_all(frame)
+    // `write_chunk` hands the frame to quinn as it is; `write_all` would copy it.
+    send.write_chunk(frame)
         .await
         .map_err(|e| format!("cannot send the request: {e}"))?;
     send.finish()

@@ -268,6 +268,12 @@ mod tests {
             assert_eq!(config.crl.as_deref(), Some(Path::new("crl.pem")));
             let metrics = config.metrics.expect("init configures metrics");
             assert!(metrics.listen.ip().is_loopback());
+            let manifest_from_node = node_dir.join(config.cluster.expect("cluster key"));
+            assert_eq!(
+                manifest_from_node.canonicalize().expect("manifest"),
+                layout.manifest_path().canonicalize().expect("manifest"),
+                "node.toml points at the cluster manifest, so nodes know their witnesses"
+            );
             let identity = bunsan_client::Identity::load(&node_dir).expect("node identity");
             assert_eq!(identity.peer().name, node.id);
             assert_eq!(identity.role(), Role::Node);

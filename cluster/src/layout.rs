@@ -166,6 +166,7 @@ impl ClusterLayout {
 /// cert = "cert.pem"
 /// key = "key.pem"
 /// ca = "ca.pem"
+/// cluster = "../../cluster.toml"
 /// crl = "crl.pem"
 /// cluster = "../../cluster.toml"
 ///
@@ -188,12 +189,13 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// The cluster CA certificate (PEM).
     pub ca: PathBuf,
+    /// The cluster manifest, so the node knows its peers: it cosigns their audit logs and
+    /// repairs and refreshes shares with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<PathBuf>,
     /// The certificate revocation list (PEM) the node enforces and reloads when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crl: Option<PathBuf>,
-    /// The cluster manifest, so the node knows its peers (repair, refresh).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<PathBuf>,
     /// The metrics endpoint, if any (the `[metrics]` table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSection>,
@@ -217,8 +219,8 @@ impl NodeConfig {
             cert: CERT_FILE.into(),
             key: KEY_FILE.into(),
             ca: IDENTITY_CA_FILE.into(),
-            crl: Some(CRL_FILE.into()),
             cluster: Some(Path::new("..").join("..").join(MANIFEST_FILE)),
+            crl: Some(CRL_FILE.into()),
             metrics: None,
         }
     }
@@ -306,8 +308,7 @@ mod tests {
             .expect("toml");
         let expected = "id = \"node-1\"\nindex = 1\nlisten = \"127.0.0.1:7101\"\n\
                         data_dir = \"data\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"ca.pem\"\n\
-                        crl = \"crl.pem\"\n\
-                        cluster = \"../../cluster.toml\"\n";
+                        cluster = \"../../cluster.toml\"\ncrl = \"crl.pem\"\n";
         assert_eq!(text, expected);
         let back: NodeConfig = toml::from_str(&text).expect("parse");
         assert_eq!(back, NodeConfig::standard("node-1", 1, addr));

@@ -10,7 +10,8 @@
 //! ca = "ca.pem"
 //! # crl = "crl.pem"        # optional: revoked client certificates (PEM CRLs)
 //! # crl_poll_ms = 1000     # how often the CRL file is checked for changes; 0: SIGHUP only
-//! # cluster = "../../cluster.toml"  # optional: the manifest; needed for repair and refresh
+//! # cluster = "../../cluster.toml"  # optional: the manifest, to cosign the other nodes' logs
+//! #                                   and to repair and refresh shares with them
 //! [limits]                 # every key optional; see [`Limits`] for defaults and why
 //! max_concurrent_streams = 256
 //! max_connections = 1024
@@ -21,6 +22,11 @@
 //! backend = "sled"         # "sled" (default) or "memory"
 //! [metrics]                # optional: no [metrics] table, no metrics endpoint
 //! listen = "127.0.0.1:9101"
+//!
+//! [audit]                  # every key optional; see [`AuditConfig`]
+//! checkpoint_interval_ms = 10000
+//! checkpoint_entries = 1000
+//! cosign_interval_ms = 60000
 //! ```
 //!
 //! docs/CONFIGURATION.md describes every key, its default and why.
@@ -65,16 +71,20 @@ pub struct NodeConfig {
     /// once a second costs nothing. 0 turns polling off (reload on SIGHUP only).
     #[serde(default = "default_crl_poll_ms")]
     pub crl_poll_ms: u64,
-    /// The cluster manifest (`cluster.toml`): who the other nodes are and where. Needed for
-    /// node-to-node work (repair, refresh); a node without it refuses those requests.
-    #[serde(default)]
-    pub cluster: Option<PathBuf>,
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
     /// Which store backend keeps the shares.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The cluster manifest: the peers whose audit logs this node cosigns, and with whom it
+    /// repairs and refreshes shares. Without it the node still logs and signs its own
+    /// checkpoints, but witnesses no one and refuses repair and refresh requests.
+    #[serde(default)]
+    pub cluster: Option<PathBuf>,
+    /// When the audit log signs checkpoints and cosigns the other nodes' logs.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The Prometheus metrics endpoint; none unless configured.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
@@ -91,6 +101,30 @@ pub struct MetricsConfig {
 
 fn default_crl_poll_ms() -> u64 {
     1000
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Sign a checkpoint this often when entries were added. Default 10 000 ms: an auditor or
+    /// witness never sees entries older than this unsigned, at a cost of one ECDSA signature.
+    pub checkpoint_interval_ms: u64,
+    /// Also sign one as soon as this many entries were added. Default 1000.
+    pub checkpoint_entries: u64,
+    /// Cosign every other node's latest checkpoint this often. Default 60 000 ms: a rewritten
+    /// log is noticed within about a minute, for n − 1 small calls per node per minute.
+    pub cosign_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_ms: 10_000,
+            checkpoint_entries: 1000,
+            cosign_interval_ms: 60_000,
+        }
+    }
 }
 
 /// Resource limits: everything a peer can make the node hold is bounded by one of these.
@@ -173,10 +207,11 @@ impl NodeConfig {
             ca: dir.join("ca.pem"),
             crl: None,
             crl_poll_ms: default_crl_poll_ms(),
-            cluster: None,
             limits: Limits::default(),
             store: StoreConfig::default(),
             metrics: None,
+            cluster: None,
+            audit: AuditConfig::default(),
         }
     }
 
@@ -211,8 +246,11 @@ impl NodeConfig {
         ] {
             *path = base.join(&*path);
         }
-        for path in [&mut config.crl, &mut config.cluster].into_iter().flatten() {
-            *path = base.join(&*path);
+        if let Some(crl) = &mut config.crl {
+            *crl = base.join(&*crl);
+        }
+        if let Some(cluster) = &mut config.cluster {
+            *cluster = base.join(&*cluster);
         }
         config.validate()?;
         Ok(config)
@@ -241,6 +279,12 @@ impl NodeConfig {
             "limits.request_timeout_ms must be at least 1".to_owned()
         } else if l.idle_timeout_ms == 0 || l.idle_timeout_ms > IDLE_TIMEOUT_MS_MAX {
             format!("limits.idle_timeout_ms must be within 1..={IDLE_TIMEOUT_MS_MAX}")
+        } else if self.audit.checkpoint_interval_ms < 10 || self.audit.cosign_interval_ms < 100 {
+            "audit.checkpoint_interval_ms must be at least 10 and audit.cosign_interval_ms at \
+             least 100"
+                .to_owned()
+        } else if self.audit.checkpoint_entries == 0 {
+            "audit.checkpoint_entries must be at least 1".to_owned()
         } else if l.max_inflight_request_bytes < frame_max {
             format!(
                 "limits.max_inflight_request_bytes must be at least one maximum frame \
@@ -277,6 +321,9 @@ request_timeout_ms = 1000
 backend = "memory"
 [metrics]
 listen = "127.0.0.1:9101"
+
+[audit]
+cosign_interval_ms = 500
 "#;
 
     #[test]
@@ -298,6 +345,16 @@ listen = "127.0.0.1:9101"
         assert_eq!(config.store.backend, StoreBackend::Memory);
         let metrics = config.metrics.expect("metrics table");
         assert_eq!(metrics.listen, "127.0.0.1:9101".parse().expect("addr"));
+        assert_eq!(config.audit.cosign_interval_ms, 500);
+        assert_eq!(config.audit.checkpoint_entries, 1000, "defaulted");
+        assert_eq!(config.cluster, None);
+        let with_cluster = format!("cluster = \"../../cluster.toml\"\n{DOCUMENTED}");
+        let config =
+            NodeConfig::from_toml(&with_cluster, Path::new("/c/nodes/node-1")).expect("cluster");
+        assert_eq!(
+            config.cluster,
+            Some(PathBuf::from("/c/nodes/node-1/../../cluster.toml"))
+        );
     }
 
     #[test]

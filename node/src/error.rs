@@ -129,6 +129,30 @@ pub enum Error {
         /// Why there is no share.
         reason: String,
     },
+    /// The audit log cannot be written (or read back): every request is refused until the
+    /// node restarts, because no share may leave the node without a durable audit entry.
+    #[error("audit log unavailable: {reason}")]
+    AuditUnavailable {
+        /// What failed.
+        reason: String,
+    },
+    /// An append to the audit store did not start at the store's end: another writer, or a
+    /// store that lost or gained entries behind the node's back. Nothing was written.
+    #[error("audit append at entry {seq} conflicts: the store holds {len} entries")]
+    AuditConflict {
+        /// Where the append was to start.
+        seq: u64,
+        /// How many entries the store holds.
+        len: u64,
+    },
+    /// A stored audit value is damaged (format byte, length, entry bytes).
+    #[error("audit entry {seq} is corrupt in the store: {reason}")]
+    AuditCorrupt {
+        /// The entry's sequence number.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A protocol-level check failed (an envelope that does not validate, an encoding error).
     #[error(transparent)]
     Protocol(#[from] bunsan_protocol::Error),

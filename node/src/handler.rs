@@ -5,8 +5,9 @@
 //! which envelope belongs on this node) testable with a memory store and no network.
 //!
 //! [`Handler::handle`] is the one place every request passes, allowed or refused, in this
-//! order: authorise, (audit), dispatch. The audit log of the next issue hooks in there: an
-//! entry for every request, and for a get, the entry is durable before the share is returned.
+//! order: authorise, dispatch, audit. Every answer, refusals included, is appended to the audit
+//! log and returned only once that entry is durable; if the entry cannot be written the answer
+//! is withheld (a share is never released unaudited) and the peer gets `Unavailable`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use bunsan_protocol::{RecordKey, ShareIndex};
 use rustls_pki_types::UnixTime;
 use tracing::Span;
 
+use crate::audit::{service, AuditEvent, AuditLog, Witness};
 use crate::checks::Checks;
 use crate::error::Error;
 use crate::peers::Peers;
@@ -50,26 +52,33 @@ pub struct Handler {
     started: Instant,
     repairs: Repairs,
     refreshes: Refreshes,
+    audit: Arc<AuditLog>,
+    witness: Option<Arc<Witness>>,
 }
 
 impl Handler {
     /// A handler for node `node_id` holding share `index` in `store`, checking envelopes
-    /// with `checks` (see [`crate::checks`]).
+    /// with `checks` (see [`crate::checks`]) and auditing into a fresh in-memory log without a
+    /// signing key (replace it with [`Handler::with_audit`]). Must be called inside a tokio
+    /// runtime (the log starts its writer task).
     pub fn new(
         node_id: impl Into<String>,
         index: ShareIndex,
         store: Arc<dyn ShareStore>,
         checks: Checks,
     ) -> Self {
+        let node_id = node_id.into();
         let checks = Arc::new(checks);
         Self {
-            node_id: node_id.into(),
+            audit: AuditLog::memory(&node_id),
+            node_id,
             index,
             repairs: Repairs::new(index, store.clone(), checks.clone(), None),
             refreshes: Refreshes::new(index, store.clone(), checks.clone(), None),
             store,
             checks,
             started: Instant::now(),
+            witness: None,
         }
     }
 
@@ -86,6 +95,18 @@ impl Handler {
         self
     }
 
+    /// Audits into `audit`, and answers on-demand cosigning with `witness`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>, witness: Option<Arc<Witness>>) -> Self {
+        self.audit = audit;
+        self.witness = witness;
+        self
+    }
+
+    /// The audit log every answer goes through.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
     /// Authorises `request` for `peer` and answers it. Never fails: refusals and failures are
     /// [`Response::Error`] answers, and no share is released unless every check passed.
     pub async fn handle(&self, peer: &PeerIdentity, request: Request) -> Response {
@@ -93,6 +114,49 @@ impl Handler {
         if let Some(key) = key(&request) {
             Span::current().record("key", key.as_str());
         }
+        let event = AuditEvent::of_request(peer, &request);
+        let response = self.decide(peer, request).await;
+        self.audited(event, response).await
+    }
+
+    /// Audits a request that could not be read (too large, truncated, undecodable) and returns
+    /// the refusal to send.
+    pub async fn audit_unreadable(&self, peer: &PeerIdentity, response: Response) -> Response {
+        self.audited(AuditEvent::unreadable(peer, &response), response)
+            .await
+    }
+
+    /// Audits a connection refused before the peer proved an identity. Rate-limited: anyone can
+    /// fail a handshake, so the excess is counted into the next entry instead of logged.
+    pub async fn audit_refused_connection(&self, remote: std::net::SocketAddr, reason: &str) {
+        let Some(dropped) = self.audit.refusals.take() else {
+            return;
+        };
+        let reason = match dropped {
+            0 => reason.to_owned(),
+            n => format!("{reason} ({n} more refused connections not logged)"),
+        };
+        let event = AuditEvent::refused_connection(&remote.to_string(), &reason);
+        if let Err(e) = self.audit.append(event).await {
+            tracing::error!(error = %e, "cannot audit a refused connection");
+        }
+    }
+
+    /// The answer, once its audit entry is durable; `Unavailable` instead if it cannot be.
+    async fn audited(&self, event: AuditEvent, response: Response) -> Response {
+        match self.audit.append(event.answered(&response)).await {
+            Ok(_) => response,
+            Err(e) => {
+                tracing::error!(error = %e, "audit append failed: the answer is withheld");
+                refuse(
+                    ErrorCode::Unavailable,
+                    "audit log unavailable; nothing was released",
+                )
+            }
+        }
+    }
+
+    async fn decide(&self, peer: &PeerIdentity, request: Request) -> Response {
         let action = action(&request);
         if !peer.role.allows(action) {
             return refuse(
@@ -105,13 +169,14 @@ impl Handler {
                 ),
             );
         }
-        // The audit hook belongs here: every allowed request is appended before dispatch, and
-        // refusals above get their own entry.
         self.dispatch(peer, request).await
     }
 
     async fn dispatch(&self, peer: &PeerIdentity, request: Request) -> Response {
         match request {
+            Request::Audit { query, .. } => {
+                service::answer(&self.audit, self.witness.as_deref(), peer, query).await
+            }
             Request::Health => Response::Health(NodeHealth {
                 node_id: self.node_id.clone(),
                 index: self.index,
@@ -193,9 +258,16 @@ impl Handler {
                     Err(e) => failure(&e),
                 }
             }
-            Request::Repair { request_id, plan } => self.repairs.help(request_id, plan).await,
-            Request::Contribute { contribution, .. } => {
-                self.repairs.receive(peer, contribution).await
+            Request::Repair { request_id, plan } => {
+                self.repairs.help(&self.audit, request_id, plan).await
+            }
+            Request::Contribute {
+                request_id,
+                contribution,
+            } => {
+                self.repairs
+                    .receive(&self.audit, peer, request_id, contribution)
+                    .await
             }
             Request::RefreshStage { request_id, plan } => {
                 self.refreshes.stage(request_id, plan).await
@@ -305,6 +377,7 @@ pub fn action(request: &Request) -> Action {
         | Request::RefreshCommit { .. }
         | Request::RefreshAbort { .. } => Action::Maintain,
         Request::Contribute { .. } | Request::RefreshDeal { .. } => Action::Contribute,
+        Request::Audit { query, .. } => query.action(),
     }
 }
 
@@ -326,6 +399,7 @@ pub fn outcome(response: &Response) -> &'static str {
         Response::Staged { .. } => "staged",
         Response::DealAccepted => "deal-accepted",
         Response::Aborted => "aborted",
+        Response::Audit(_) => "audit",
         Response::Error(error) => match error.code {
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::Forbidden => "forbidden",
@@ -351,9 +425,11 @@ fn key(request: &Request) -> Option<&RecordKey> {
         Request::Contribute { contribution, .. } => Some(&contribution.plan.key),
         Request::RefreshStage { plan, .. } | Request::RefreshDeal { plan, .. } => Some(&plan.key),
         Request::RefreshCommit { key, .. } | Request::RefreshAbort { key, .. } => Some(key),
-        Request::Health | Request::List { .. } | Request::Status | Request::Inventory { .. } => {
-            None
-        }
+        Request::Health
+        | Request::List { .. }
+        | Request::Status
+        | Request::Inventory { .. }
+        | Request::Audit { .. } => None,
     }
 }
 
@@ -387,4 +463,4 @@ pub(crate) fn failure(error: &Error) -> Response {
 
 #[cfg(test)]
 #[path = "handler_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -79,7 +79,7 @@ fn signer(leaf: &Leaf) -> Signer {
     Signer::from_pkcs8(&leaf.key, leaf.cert.clone()).expect("signer")
 }
 
-fn checks() -> Checks {
+pub(crate) fn checks() -> Checks {
     let f = fixture();
     Checks::new(
         Trust::new(&f.ca).expect("trust"),
@@ -147,7 +147,7 @@ fn share_by(by: &Leaf, name: &str, clock: u64, at: u8, record: &[u8]) -> ShareEn
     all.swap_remove(usize::from(at) - 1)
 }
 
-fn share(name: &str, clock: u64, at: u8, record: &[u8]) -> ShareEnvelope {
+pub(crate) fn share(name: &str, clock: u64, at: u8, record: &[u8]) -> ShareEnvelope {
     share_by(&fixture().collector, name, clock, at, record)
 }
 

@@ -17,8 +17,9 @@
 //! - [`config`]: `node.toml` ([`NodeConfig`]), with every limit documented.
 //! - [`store`]: the [`ShareStore`](store::ShareStore) trait, its sled and memory backends, and
 //!   the conformance suite every backend passes.
-//! - [`handler`]: request → response, without sockets; where authorisation (and next, the
-//!   audit log) sits.
+//! - [`handler`]: request → response, without sockets; where authorisation and auditing sit.
+//! - [`audit`]: the audit log (durable before every answer), its checkpoints, and the witness
+//!   that cosigns the other nodes' logs.
 //! - [`revocation`]: the CRL every client certificate is checked against, reloaded on SIGHUP
 //!   and when the file changes, applied to live connections too, failing closed when expired.
 //! - [`checks`]: envelope signature and commitment checks on put, commitment re-check on
@@ -36,6 +37,7 @@
 //! share), the wire formats (in `bunsan-protocol`) and the TLS policy (in
 //! `bunsan_client::tls`, shared by every endpoint).
 
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod config;
@@ -81,6 +83,8 @@ pub struct Node {
     metrics_addr: Option<SocketAddr>,
     metrics_server: Option<JoinHandle<()>>,
     revocation: Arc<revocation::Revocation>,
+    audit: Arc<audit::AuditLog>,
+    witness_loop: Option<JoinHandle<()>>,
 }
 
 /// The key that signs QUIC stateless resets, derived from the node's private key so that it
@@ -126,49 +130,66 @@ impl Node {
     /// port in use) is returned before anything is served.
     pub async fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
-        // Cheapest and most often wrong first: identity, CRL and TLS, then the store (which
-        // refuses a data directory of another index), and only then the socket.
+        let audit_store = audit::open_store(&config).await?;
+        Self::start_with_audit(config, audit_store).await
+    }
+
+    /// As [`Node::start`], with the audit log kept in `audit_store` instead of the configured
+    /// one: tests inject a store that fails, to see that the node then releases nothing.
+    pub async fn start_with_audit(
+        config: NodeConfig,
+        audit_store: Arc<dyn audit::AuditStore>,
+    ) -> Result<Node> {
+        config.validate()?;
+        // Cheapest and most often wrong first: identity, CRL and TLS, then the stores (the
+        // share store refuses a data directory of another index), and only then the sockets.
         let revocation = revocation::Initial::load(&config)?;
         let server_config = server::server_config(&config.limits, revocation.tls_config()?)?;
         let identity =
             bunsan_client::tls::Identity::from_files(&config.cert, &config.key, &config.ca)?;
         let checks = checks::Checks::from_identity(&identity)?;
+        let signing = audit::load_signing(&config)?;
+        let options = audit::AuditOptions {
+            checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
+            checkpoint_entries: config.audit.checkpoint_entries,
+        };
         let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
-        let bind_error = |source| Error::Bind {
-            addr: config.listen,
-            source,
+        // Peers (repair, refresh) before the audit store opens, so a bad manifest fails fast.
+        let peers = match &config.cluster {
+            Some(manifest) => Some(Arc::new(peers::Peers::load(&config, manifest)?)),
+            None => None,
         };
-        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind_error)?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::new(stateless_reset_key(&config)?),
-            Some(server_config.clone()),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(bind_error)?;
-        let local_addr = endpoint.local_addr().map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let mut handler =
-            handler::Handler::new(config.id.clone(), config.index, store.clone(), checks);
-        if let Some(manifest) = &config.cluster {
-            handler = handler.with_peers(Arc::new(peers::Peers::load(&config, manifest)?));
-        }
-        let metrics = Arc::new(metrics::Metrics::new(&config.id, config.index));
-        let (metrics_listener, metrics_addr) = match &config.metrics {
-            Some(metrics_config) => {
-                let (listener, addr) = metrics_listener(metrics_config.listen)?;
-                (Some(listener), Some(addr))
+        let audit = audit::AuditLog::open(&config.id, audit_store, Some(signing), options).await?;
+        let started = bind(&config, server_config.clone(), audit.clone()).await;
+        let Bound {
+            witness,
+            endpoint,
+            local_addr,
+            metrics_listener,
+            metrics_addr,
+        } = match started {
+            Ok(bound) => bound,
+            Err(e) => {
+                // Releases the audit store (and its file lock) before reporting.
+                audit.close().await;
+                return Err(e);
             }
-            None => (None, None),
         };
+        let metrics = Arc::new(metrics::Metrics::new(&config.id, config.index));
         let (stop, stopped) = watch::channel(false);
         let revocation =
             Arc::new(revocation.serve(endpoint.clone(), server_config, stopped.clone()));
         let shared = Arc::new(server::Shared {
             metrics: Arc::clone(&metrics),
-            handler,
+            handler: {
+                let handler =
+                    handler::Handler::new(config.id.clone(), config.index, store.clone(), checks)
+                        .with_audit(audit.clone(), witness.clone());
+                match peers {
+                    Some(peers) => handler.with_peers(peers),
+                    None => handler,
+                }
+            },
             inflight_bytes: Semaphore::new(
                 usize::try_from(config.limits.max_inflight_request_bytes)
                     .unwrap_or(usize::MAX)
@@ -186,6 +207,10 @@ impl Node {
                 stopped.clone(),
             );
             tokio::spawn(serve.instrument(span.clone()))
+        });
+        let witness_loop = witness.map(|witness| {
+            let period = Duration::from_millis(config.audit.cosign_interval_ms);
+            tokio::spawn(witness_loop(witness, period, stopped.clone()).instrument(span.clone()))
         });
         let accept_loop = tokio::spawn(
             server::accept_loop(endpoint.clone(), shared, stopped).instrument(span.clone()),
@@ -206,7 +231,14 @@ impl Node {
             metrics_addr,
             metrics_server,
             revocation,
+            audit,
+            witness_loop,
         })
+    }
+
+    /// The node's audit log.
+    pub fn audit(&self) -> &Arc<audit::AuditLog> {
+        &self.audit
     }
 
     /// Where the metrics endpoint listens (the real port when configured with port 0), if
@@ -245,6 +277,9 @@ impl Node {
                 tracing::error!(error = %e, "the accept loop failed");
             }
         }
+        if let Some(witness_loop) = self.witness_loop.take() {
+            let _ = witness_loop.await;
+        }
         if let Some(metrics_server) = self.metrics_server.take() {
             if let Err(e) = metrics_server.await {
                 tracing::error!(error = %e, "the metrics endpoint failed");
@@ -261,6 +296,8 @@ impl Node {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        // Every entry was durable before its answer; this releases the audit store.
+        self.audit.close().await;
         tracing::info!(id = %self.id, "node stopped");
     }
 }
@@ -269,5 +306,107 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Ends the accept loop if `shutdown` was never called; harmless after it.
         let _ = self.stop.send(true);
+    }
+}
+
+/// What binding a node's sockets yields.
+struct Bound {
+    witness: Option<Arc<audit::Witness>>,
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+/// Prepares the witness and binds the QUIC and metrics sockets: the steps after which a
+/// failure must release the already-open audit store.
+async fn bind(
+    config: &NodeConfig,
+    server_config: quinn::ServerConfig,
+    audit: Arc<audit::AuditLog>,
+) -> Result<Bound> {
+    let witness = match &config.cluster {
+        Some(path) => Some(Arc::new(witness_for(config, path, audit)?)),
+        None => None,
+    };
+    let bind_error = |source| Error::Bind {
+        addr: config.listen,
+        source,
+    };
+    let socket = bunsan_client::socket::bind_udp(config.listen).map_err(bind_error)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::new(stateless_reset_key(config)?),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_error)?;
+    let local_addr = endpoint.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (metrics_listener, metrics_addr) = match &config.metrics {
+        Some(metrics_config) => {
+            let (listener, addr) = metrics_listener(metrics_config.listen)?;
+            (Some(listener), Some(addr))
+        }
+        None => (None, None),
+    };
+    Ok(Bound {
+        witness,
+        endpoint,
+        local_addr,
+        metrics_listener,
+        metrics_addr,
+    })
+}
+
+/// The witness of the node configured by `config`, talking to the peers of the manifest at
+/// `manifest_path` with the node's own identity.
+fn witness_for(
+    config: &NodeConfig,
+    manifest_path: &std::path::Path,
+    log: Arc<audit::AuditLog>,
+) -> Result<audit::Witness> {
+    let text = std::fs::read_to_string(manifest_path).map_err(|source| Error::Io {
+        action: "read",
+        path: manifest_path.to_owned(),
+        source,
+    })?;
+    let manifest =
+        bunsan_protocol::manifest::Manifest::from_toml(&text).map_err(|e| Error::Config {
+            path: manifest_path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if manifest.node(&config.id).is_none() {
+        return Err(Error::Config {
+            path: manifest_path.to_owned(),
+            reason: format!("the manifest has no node {}", config.id),
+        });
+    }
+    let identity = bunsan_client::Identity::from_files(&config.cert, &config.key, &config.ca)?;
+    audit::Witness::new(log, manifest, identity)
+}
+
+/// Cosigns the other nodes' logs every `period` until shutdown. The first round waits one
+/// period, so that a cluster starting up is not asked before its nodes listen.
+async fn witness_loop(
+    witness: Arc<audit::Witness>,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|&stop| stop) => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        tokio::select! {
+            _ = stop.wait_for(|&stop| stop) => return,
+            reports = witness.round() => {
+                for report in reports.iter().filter(|r| r.problem.is_some()) {
+                    tracing::debug!(log = %report.log, problem = ?report.problem, "witness round");
+                }
+            }
+        }
     }
 }

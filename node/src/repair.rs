@@ -23,8 +23,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use bunsan_protocol::audit::Outcome;
 use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope, ENVELOPE_FORMAT};
 use bunsan_protocol::integrity::WriterSignature;
+use bunsan_protocol::message::PutOutcome;
 use bunsan_protocol::message::{
     Contribution, ErrorCode, RemoteError, RepairOutcome, Request, Response,
 };
@@ -35,6 +37,7 @@ use rustls_pki_types::UnixTime;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditEvent, AuditLog};
 use crate::checks::Checks;
 use crate::handler::{failure, refuse};
 use crate::peers::Peers;
@@ -75,6 +78,7 @@ struct Sessions {
 
 struct Pending {
     plan: RepairPlan,
+    request_id: RequestId,
     dealing: Dealing,
     acc: Accumulator,
     deadline: Instant,
@@ -141,7 +145,12 @@ impl Repairs {
 
     /// Helper side of [`Request::Repair`]: compute this node's masked contribution and send it
     /// to the target, answering with the target's answer.
-    pub(crate) async fn help(&self, request_id: RequestId, plan: RepairPlan) -> Response {
+    pub(crate) async fn help(
+        &self,
+        audit: &AuditLog,
+        request_id: RequestId,
+        plan: RepairPlan,
+    ) -> Response {
         let peers = match self.peers() {
             Ok(peers) => peers,
             Err(refusal) => return Response::Error(refusal),
@@ -231,7 +240,21 @@ impl Repairs {
             Err(e) => return refuse(ErrorCode::BadRequest, e.to_string()),
         };
         drop(payload);
-        // The audit log's "repair-release" entry belongs here, durable before the send.
+        // Fail closed: the release is durably in the audit log before the piece leaves.
+        let release = AuditEvent::maintenance(
+            "repair-release",
+            &plan.key,
+            plan.version,
+            request_id,
+            Outcome::Released,
+        );
+        if let Err(e) = audit.append(release).await {
+            tracing::error!(error = %e, "cannot audit a repair release: nothing is sent");
+            return refuse(
+                ErrorCode::Unavailable,
+                "audit log unavailable; nothing was released",
+            );
+        }
         tracing::info!(
             repair_id = %plan.repair_id,
             key = %plan.key,
@@ -269,7 +292,9 @@ impl Repairs {
     /// piece that completes it finishes the repair, and every helper gets the same answer.
     pub(crate) async fn receive(
         &self,
+        audit: &AuditLog,
         peer: &bunsan_protocol::role::PeerIdentity,
+        request_id: RequestId,
         contribution: Contribution,
     ) -> Response {
         let peers = match self.peers() {
@@ -340,6 +365,7 @@ impl Repairs {
                 let pending = Pending {
                     acc: Accumulator::new(plan.helpers(), data.len()),
                     plan: plan.clone(),
+                    request_id,
                     dealing: dealing.clone(),
                     deadline: Instant::now() + CONTRIBUTION_WAIT,
                     done: watch::channel(None).0,
@@ -368,7 +394,13 @@ impl Repairs {
         match waiting {
             Err(Some(pending)) => {
                 let response = self
-                    .finish(pending.plan, pending.dealing, pending.acc)
+                    .finish(
+                        audit,
+                        pending.request_id,
+                        pending.plan,
+                        pending.dealing,
+                        pending.acc,
+                    )
                     .await;
                 pending.done.send_replace(Some(response.clone()));
                 response
@@ -399,7 +431,14 @@ impl Repairs {
     }
 
     /// Turns a complete sum into this node's share, checks it, and stores it.
-    async fn finish(&self, plan: RepairPlan, dealing: Dealing, acc: Accumulator) -> Response {
+    async fn finish(
+        &self,
+        audit: &AuditLog,
+        request_id: RequestId,
+        plan: RepairPlan,
+        dealing: Dealing,
+        acc: Accumulator,
+    ) -> Response {
         let payload = match acc.finish() {
             Ok(payload) => payload,
             Err(e) => return refuse(ErrorCode::Unavailable, e.to_string()),
@@ -469,7 +508,22 @@ impl Repairs {
         }
         match self.store.put_over_damage(&envelope).await {
             Ok(outcome) => {
-                // The audit log's "repair-store" entry belongs here.
+                let logged = match outcome {
+                    PutOutcome::Stored => Outcome::Stored,
+                    PutOutcome::AlreadyStored => Outcome::AlreadyStored,
+                    PutOutcome::Superseded { .. } => Outcome::Superseded,
+                };
+                let entry = AuditEvent::maintenance(
+                    "repair-store",
+                    &plan.key,
+                    plan.version,
+                    request_id,
+                    logged,
+                );
+                if let Err(e) = audit.append(entry).await {
+                    tracing::error!(error = %e, "cannot audit a repaired share");
+                    return refuse(ErrorCode::Unavailable, "audit log unavailable");
+                }
                 tracing::info!(
                     repair_id = %plan.repair_id,
                     key = %plan.key,

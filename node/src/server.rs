@@ -121,10 +121,16 @@ async fn serve_connection(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let remote = incoming.remote_address();
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(e) => {
             tracing::info!(error = %e, "handshake failed");
+            let reason = format!("handshake failed: {e}");
+            shared
+                .handler
+                .audit_refused_connection(remote, &reason)
+                .await;
             return;
         }
     };
@@ -132,6 +138,11 @@ async fn serve_connection(
         Ok(peer) => Arc::new(peer),
         Err(reason) => {
             tracing::warn!(%reason, "connection refused: no usable role");
+            let audited = format!("no usable role: {reason}");
+            shared
+                .handler
+                .audit_refused_connection(remote, &audited)
+                .await;
             connection.close(CLOSE_NO_ROLE, format!("refused: {reason}").as_bytes());
             return;
         }
@@ -251,16 +262,19 @@ async fn exchange(
     shared: &Shared,
     action: &mut &'static str,
 ) -> std::result::Result<&'static str, StreamError> {
+    // Requests that cannot be read are refused, and audited like any other refusal.
+    let unreadable = |response| shared.handler.audit_unreadable(peer, response);
     let mut prefix = [0u8; PREFIX_BYTES];
     if let Some(early) = read_frame_part(recv, &mut prefix).await? {
-        return respond(send, &early).await;
+        return respond(send, &unreadable(early).await).await;
     }
     let len = match frame::body_len(prefix, FRAME_MAX_BYTES) {
         Ok(len) => len,
         Err(e) => {
             // Tell the peer to stop sending the body we will not read.
             let _ = recv.stop(STREAM_TOO_LARGE);
-            return respond(send, &refuse(ErrorCode::TooLarge, e.to_string())).await;
+            let refusal = unreadable(refuse(ErrorCode::TooLarge, e.to_string())).await;
+            return respond(send, &refusal).await;
         }
     };
     // Wait for room before buffering the body. The frame limit fits u32, and the config check
@@ -272,7 +286,7 @@ async fn exchange(
         .map_err(|_| StreamError::ShuttingDown)?;
     let mut body = vec![0u8; len];
     if let Some(early) = read_frame_part(recv, &mut body).await? {
-        return respond(send, &early).await;
+        return respond(send, &unreadable(early).await).await;
     }
     let response = match frame::decode_body::<Request>(&body, "request") {
         Ok(request) => {
@@ -281,10 +295,13 @@ async fn exchange(
             tracing::Span::current().record("action", request.action());
             shared.handler.handle(peer, request).await
         }
-        Err(e) => refuse(
-            ErrorCode::BadRequest,
-            format!("cannot decode the request: {e}"),
-        ),
+        Err(e) => {
+            unreadable(refuse(
+                ErrorCode::BadRequest,
+                format!("cannot decode the request: {e}"),
+            ))
+            .await
+        }
     };
     respond(send, &response).await
 }
@@ -323,7 +340,8 @@ async fn respond(
             frame::encode(&fallback, "response").map_err(StreamError::Encode)?
         }
     };
-    send.write_all(&bytes).await?;
+    // `write_chunk` hands the frame to quinn as it is; `write_all` would copy a whole share.
+    send.write_chunk(bytes.into()).await?;
     send.finish()?;
     Ok(outcome(response))
 }

@@ -231,6 +231,43 @@ pub enum Error {
         /// ⌊(shares − k)/2⌋.
         correctable: usize,
     },
+    /// A Merkle inclusion or consistency proof does not verify, or cannot be made for the
+    /// sizes asked.
+    #[error("invalid {proof}: {reason}")]
+    ProofInvalid {
+        /// Which proof ("inclusion proof", "consistency proof", "root").
+        proof: &'static str,
+        /// What failed.
+        reason: &'static str,
+    },
+    /// Text that is not a well-formed C2SP signed note or checkpoint.
+    #[error("malformed {what}: {reason}")]
+    MalformedNote {
+        /// What was parsed ("signed note", "checkpoint", "cosignature").
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A note carries no valid signature by the key it must be signed with.
+    #[error("no valid signature by {key_name}: {reason}")]
+    SignatureInvalid {
+        /// The expected signer's key name.
+        key_name: String,
+        /// Why: missing, wrong key id, or the signature does not verify.
+        reason: &'static str,
+    },
+    /// A certificate does not chain to the cluster CA, or is not the identity it must be.
+    #[error("certificate not trusted: {reason}")]
+    CertificateNotTrusted {
+        /// What failed (issuer, signature, role, name, key type).
+        reason: String,
+    },
+    /// A private key could not be loaded, does not match its certificate, or failed to sign.
+    #[error("signing key: {reason}")]
+    SigningKey {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of protocol functions.

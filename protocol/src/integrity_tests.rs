@@ -94,11 +94,12 @@ fn foreign_cas_wrong_roles_and_borrowed_writer_ids_are_refused() {
         );
     }
 
-    // A version claiming another writer's id, even if validly signed.
+    // A version claiming another writer's id (the certificate half differs), even if validly
+    // signed. The session half is the writer's own to choose.
     let signer = pki.signer(Role::Collector);
     let env = &dealt(&pki, &signer)[0];
     let mut header = env.header.clone();
-    header.version.writer = WriterId(header.version.writer.0 ^ 1);
+    header.version.writer = WriterId(header.version.writer.0 ^ (1 << 32));
     let signature = signer.sign(&header).expect("sign");
     assert!(matches!(
         pki.trust().verify(&header, &signature, now()),

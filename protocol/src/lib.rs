@@ -17,10 +17,15 @@
 //! - [`seal`]: each share's commitment nonce sealed to its node's key (ECDH P-256 + AEAD).
 //! - [`dealing`]: record → n signed envelopes, and verified shares → checked record.
 //! - [`robust`]: Berlekamp–Welch decoding that locates wrong shares.
+//! - [`chunk`]: the manifest that ties the chunks of a large record together, and chunk keys.
 //! - [`message`] and [`frame`]: the request/response messages and their length-prefixed framing.
 //! - [`manifest`]: the cluster manifest (`cluster.toml`) every client and tool reads.
 //! - [`role`]: the roles carried in certificates and what each may do.
 //! - [`hlc`]: the hybrid logical clock that orders versions; time is passed in, never read.
+//! - [`audit`]: audit entries and their hash chain, the audit wire messages, the export
+//!   format, offline verification of fetched logs and the reconstruction report;
+//!   [`merkle`] (RFC 6962 trees and proofs), [`note`] and [`checkpoint`] (C2SP signed notes,
+//!   checkpoints and cosignatures), [`node_key`] (node keys checked against the cluster CA).
 //! - [`repair`]: regenerating one node's share from k helpers' masked contributions, so that
 //!   no party ever holds k shares; [`refresh`]: re-randomising all shares of a record with a
 //!   distributed sharing of zero (a new epoch).
@@ -31,6 +36,9 @@
 
 // `unsafe` is denied crate-wide (workspace lint); only the SIMD kernel module allows it.
 
+pub mod audit;
+pub mod checkpoint;
+pub mod chunk;
 pub mod dealing;
 pub mod envelope;
 pub mod error;
@@ -39,7 +47,10 @@ pub mod gf256;
 pub mod hlc;
 pub mod integrity;
 pub mod manifest;
+pub mod merkle;
 pub mod message;
+pub mod node_key;
+pub mod note;
 pub mod refresh;
 pub mod repair;
 pub mod robust;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::wire::{AuditAnswer, AuditQuery};
 use crate::envelope::{RecordHeader, ShareEnvelope};
 use crate::integrity::{Digest, WriterSignature};
 use crate::refresh::{RefreshPlan, RefreshSeal};
@@ -134,6 +135,13 @@ pub enum Request {
         /// The record.
         key: RecordKey,
     },
+    /// A question about the node's audit log (auditor), or witnessing it (node).
+    Audit {
+        /// The same on every node for one client operation.
+        request_id: RequestId,
+        /// What is asked.
+        query: AuditQuery,
+    },
 }
 
 impl Request {
@@ -153,6 +161,7 @@ impl Request {
             Request::RefreshDeal { .. } => "refresh-deal",
             Request::RefreshCommit { .. } => "refresh-commit",
             Request::RefreshAbort { .. } => "refresh-abort",
+            Request::Audit { query, .. } => query.name(),
         }
     }
 }
@@ -235,6 +244,8 @@ pub enum Response {
     DealAccepted,
     /// Answer to [`Request::RefreshAbort`]: nothing is staged for the refresh any more.
     Aborted,
+    /// Answer to [`Request::Audit`].
+    Audit(AuditAnswer),
     /// The request was refused or failed; nothing was changed unless the code says so.
     Error(RemoteError),
 }

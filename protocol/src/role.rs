@@ -47,6 +47,11 @@ pub enum Action {
     List,
     /// Counts and sizes.
     Status,
+    /// Read audit logs: entries, checkpoints, proofs, cosignatures (auditor).
+    AuditRead,
+    /// Witness another node's audit log: fetch its checkpoint and consistency proof, hand back
+    /// a cosignature (node-to-node).
+    Witness,
     /// A checked inventory of every stored value (the input of repair).
     Inventory,
     /// Start a repair at a helper, or a refresh (stage, commit, abort) at a participant.
@@ -74,11 +79,12 @@ impl Role {
             (_, A::Health)
                 | (Role::Collector, A::Put)
                 | (Role::Reader, A::Get)
+                | (Role::Auditor, A::AuditRead)
                 | (
                     Role::Admin,
                     A::Delete | A::List | A::Status | A::Inventory | A::Maintain
                 )
-                | (Role::Node, A::Status | A::List | A::Contribute)
+                | (Role::Node, A::Status | A::List | A::Witness | A::Contribute)
         )
     }
 
@@ -188,7 +194,7 @@ mod tests {
         let expected: &[(Role, &[Action])] = &[
             (Role::Collector, &[A::Health, A::Put]),
             (Role::Reader, &[A::Health, A::Get]),
-            (Role::Auditor, &[A::Health]),
+            (Role::Auditor, &[A::Health, A::AuditRead]),
             (
                 Role::Admin,
                 &[
@@ -200,7 +206,10 @@ mod tests {
                     A::Maintain,
                 ],
             ),
-            (Role::Node, &[A::Health, A::Status, A::List, A::Contribute]),
+            (
+                Role::Node,
+                &[A::Health, A::Status, A::List, A::Witness, A::Contribute],
+            ),
         ];
         let all = [
             A::Health,
@@ -209,6 +218,8 @@ mod tests {
             A::Delete,
             A::List,
             A::Status,
+            A::AuditRead,
+            A::Witness,
             A::Inventory,
             A::Maintain,
             A::Contribute,

@@ -134,17 +134,36 @@ impl<'de> Deserialize<'de> for Scheme {
 /// inventories and audit entries small.
 pub const RECORD_KEY_MAX_BYTES: usize = 512;
 
+/// Keys starting with this belong to Bunsan itself (the chunks of large records, see
+/// [`crate::chunk`]). [`RecordKey::new`] refuses them, so no user key can ever name, and so
+/// overwrite, an internal record; decoding accepts them, because nodes store them like any key.
+pub const RESERVED_KEY_PREFIX: &str = "~bunsan/";
+
 /// A record's name: 1..=512 bytes of UTF-8 without control characters.
 ///
 /// Keys appear in audit logs, listings and terminal output, so control characters (which could
-/// forge log lines or terminal escapes) are refused.
+/// forge log lines or terminal escapes) are refused. Keys in the [`RESERVED_KEY_PREFIX`]
+/// namespace can only be made by Bunsan itself ([`RecordKey::internal`]) or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct RecordKey(String);
 
 impl RecordKey {
-    /// Validates and wraps a key.
+    /// Validates and wraps a user's key; keys in the reserved namespace are refused.
     pub fn new(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        if key.starts_with(RESERVED_KEY_PREFIX) {
+            return Err(Error::InvalidRecordKey {
+                key,
+                reason: "starts with the reserved prefix ~bunsan/",
+            });
+        }
+        Self::internal(key)
+    }
+
+    /// Validates and wraps a key that may lie in the reserved namespace: for keys Bunsan
+    /// derives itself and for keys read back from the wire or the disk.
+    pub fn internal(key: impl Into<String>) -> Result<Self> {
         let key = key.into();
         let reason = if key.is_empty() {
             Some("empty")
@@ -171,10 +190,15 @@ impl RecordKey {
         self.0.as_bytes()
     }
 
-    /// Parses stored key bytes, rejecting anything [`RecordKey::new`] would.
+    /// Whether the key lies in the reserved namespace (an internal record such as a chunk).
+    pub fn is_internal(&self) -> bool {
+        self.0.starts_with(RESERVED_KEY_PREFIX)
+    }
+
+    /// Parses stored key bytes, rejecting anything [`RecordKey::internal`] would.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         match std::str::from_utf8(bytes) {
-            Ok(s) => Self::new(s),
+            Ok(s) => Self::internal(s),
             Err(_) => Err(Error::InvalidRecordKey {
                 key: String::from_utf8_lossy(bytes).into_owned(),
                 reason: "not UTF-8",
@@ -185,7 +209,7 @@ impl RecordKey {
 
 impl<'de> Deserialize<'de> for RecordKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        RecordKey::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+        RecordKey::internal(String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -383,6 +407,12 @@ mod tests {
         assert!(RecordKey::new("x".repeat(513)).is_err());
         let bad = postcard::to_allocvec(&"bad\u{1b}[31m").expect("encode");
         assert!(postcard::from_bytes::<RecordKey>(&bad).is_err());
+        let internal = "~bunsan/chunk/x";
+        assert!(RecordKey::new(internal).is_err());
+        let made = RecordKey::internal(internal).expect("internal key");
+        assert!(made.is_internal() && !RecordKey::new("a").expect("key").is_internal());
+        let wire = postcard::to_allocvec(&made).expect("encode");
+        assert_eq!(postcard::from_bytes::<RecordKey>(&wire), Ok(made));
         let zero = postcard::to_allocvec(&0u8).expect("encode");
         assert!(postcard::from_bytes::<ShareIndex>(&zero).is_err());
     }

@@ -77,6 +77,9 @@ pub fn reader_via(cluster: &LocalCluster, proxies: &[&LyingProxy]) -> Client {
         Identity::load(&cluster.dir().join("clients/reader")).expect("the reader identity");
     let options = ClientOptions {
         timeout: std::time::Duration::from_secs(5),
+        // Every node is up in these tests: wait for all of them, so each liar is named even
+        // when its share was not needed, however loaded the machine.
+        read_grace: std::time::Duration::from_secs(5),
         ..ClientOptions::default()
     };
     Client::new(manifest, identity, options).expect("a client")

@@ -183,6 +183,9 @@ async fn acknowledged_writes_survive_fifty_kills_under_concurrent_puts_and_delet
                 .any(|(op, _)| *op == Op::Put(data.to_vec())),
             Err(Error::Deleted { .. }) => acceptable.iter().any(|(op, _)| *op == Op::Delete),
             Err(Error::NotFound { .. }) => !history.anything_acked(),
+            // Nothing acknowledged: partial writes may have reached fewer than k nodes, and
+            // "cannot rebuild" is an honest answer (a wrong record never is).
+            Err(Error::NotEnoughShares { .. }) => !history.anything_acked(),
             Err(_) => false,
         };
         if !ok {

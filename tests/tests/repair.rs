@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bunsan_client::audit as fetcher;
 use bunsan_client::{Client, ClientOptions, Error, Identity};
 use bunsan_cluster::drill::{self, DrillOptions, NodeControl};
 use bunsan_cluster::inventory;
 use bunsan_cluster::refresh::{self, RefreshOptions};
 use bunsan_cluster::repair::{self, RepairOptions, ADMIN_CALL_TIMEOUT};
 use bunsan_cluster::LocalCluster;
+use bunsan_protocol::audit::Outcome;
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::gf256;
 use bunsan_protocol::integrity::Signer;
@@ -172,6 +174,58 @@ async fn wiped_and_stale_nodes_are_rebuilt_and_no_share_travels_unmasked() {
     // A second run finds nothing to do.
     let again = run_repair(&admin, &cluster).await;
     assert_eq!((again.planned, again.repaired), (0, 0));
+
+    // The audit logs: every contribution that left a helper is a `repair-release` entry (no
+    // node released a share through a get for the repair), every regenerated share stored is a
+    // `repair-store` entry on its target, and all of it verifies.
+    let audit_dir = tempfile::tempdir().expect("tempdir");
+    let auditor = client(&cluster, "auditor");
+    let ca = Identity::load(&cluster.layout().client_dir("auditor"))
+        .expect("auditor identity")
+        .ca()
+        .to_vec();
+    fetcher::fetch(&auditor, &ca, audit_dir.path(), true)
+        .await
+        .expect("fetch the audit logs");
+    let loaded = fetcher::load(audit_dir.path(), None).expect("load the audit logs");
+    let logs = fetcher::entries_of(&loaded.nodes);
+    let count = |node: &str, action: &str, outcome: Outcome| {
+        logs.iter()
+            .filter(|log| log.node_id == node)
+            .flat_map(|log| &log.entries)
+            .filter(|e| e.action == action && e.outcome == outcome)
+            .count()
+    };
+    let stored = count("node-2", "repair-store", Outcome::Stored)
+        + count("node-5", "repair-store", Outcome::Stored);
+    assert_eq!(
+        stored,
+        stale.repaired + summary.repaired,
+        "repair-store entries"
+    );
+    let released: usize = ["node-1", "node-2", "node-3", "node-4", "node-5"]
+        .iter()
+        .map(|node| count(node, "repair-release", Outcome::Released))
+        .sum();
+    // node-2's log went with its disk, so count the releases of the rebuild after the wipe,
+    // whose helpers all kept their logs.
+    assert!(
+        released >= 3 * summary.repaired,
+        "k repair-release entries per repaired share: {released}"
+    );
+    let repair_requests: HashSet<_> = logs
+        .iter()
+        .flat_map(|log| &log.entries)
+        .filter(|e| e.action == "repair-release")
+        .filter_map(|e| e.request_id)
+        .collect();
+    assert!(
+        logs.iter()
+            .flat_map(|log| &log.entries)
+            .filter(|e| e.action == "get" && e.outcome == Outcome::Released)
+            .all(|e| e.request_id.is_none_or(|id| !repair_requests.contains(&id))),
+        "a share was released through a get as part of a repair"
+    );
 
     // Only the rebuilt node-2, the once-stale node-5 and node-3 are left: every read now
     // needs the repaired shares.

@@ -1,0 +1,488 @@
+//! [`AuditLog`]: numbers, dates, chains and durably stores every audit event, keeps the Merkle
+//! tree in memory, and signs checkpoints.
+//!
+//! One writer task owns every append (group commit): callers queue events, the writer takes all
+//! that are queued, gives them consecutive sequence numbers, chains and hashes them, writes them
+//! to the [`AuditStore`] in one durable append, and only then answers each caller. A burst of N
+//! requests thus costs one flush, and the caller of a get learns its entry is durable before the
+//! share is sent. If a write fails, the log is poisoned: every later append fails at once, so
+//! every later request is refused, until the node restarts and re-reads what the store holds.
+//! Checkpoints are signed by the same task (so size, root and chain head always agree), every
+//! `checkpoint_interval` when there are new entries, every `checkpoint_entries` entries, and on
+//! demand.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bunsan_protocol::audit::{chain_next, AuditEntry, AuditRecord, CHAIN_GENESIS};
+use bunsan_protocol::checkpoint::{log_origin, Checkpoint};
+use bunsan_protocol::merkle::{Hash, MerkleTree};
+use bunsan_protocol::node_key::NodeSigner;
+use tokio::sync::{mpsc, oneshot};
+
+use super::event::AuditEvent;
+use super::store::{AuditStore, MemoryAuditStore};
+use crate::error::{Error, Result};
+
+/// The most events one group commit writes; more wait for the next round.
+const BATCH_MAX: usize = 512;
+
+/// Queued events at most; callers wait for room beyond that (backpressure, bounded memory).
+const QUEUE_MAX: usize = 4096;
+
+/// Entries read per page when the log is replayed at start.
+const REPLAY_PAGE: usize = 4096;
+
+/// When checkpoints are signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// Sign a checkpoint this often if entries were added since the last one.
+    pub checkpoint_interval: Duration,
+    /// Sign a checkpoint as soon as this many entries were added since the last one.
+    pub checkpoint_entries: u64,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Duration::from_secs(10),
+            checkpoint_entries: 1000,
+        }
+    }
+}
+
+/// The node's signing identity: its key, its certificate and the CA it chains to.
+pub struct SigningIdentity {
+    /// The node's private key, checked against its certificate.
+    pub signer: NodeSigner,
+    /// The node certificate (DER), sent with checkpoints so others can verify them.
+    pub certificate: Vec<u8>,
+    /// The cluster CA certificate (DER), to check other nodes' certificates.
+    pub ca: Vec<u8>,
+}
+
+/// A node's audit log. Cheap to share (`Arc<AuditLog>`); the writer task stops when it is
+/// dropped.
+pub struct AuditLog {
+    pub(crate) inner: Arc<Inner>,
+    commands: mpsc::Sender<Command>,
+    /// Serialises read-modify-write of stored checkpoints (adding cosignatures).
+    pub(crate) cosign_lock: tokio::sync::Mutex<()>,
+    pub(crate) refusals: super::event::RefusalBudget,
+}
+
+pub(crate) struct Inner {
+    pub(crate) node_id: String,
+    pub(crate) origin: String,
+    pub(crate) store: Arc<dyn AuditStore>,
+    pub(crate) signing: Option<SigningIdentity>,
+    state: RwLock<State>,
+    poisoned: AtomicBool,
+    checkpoint_entries: u64,
+}
+
+#[derive(Default)]
+struct State {
+    tree: MerkleTree,
+    head: Hash,
+    last_time: u64,
+    checkpoint_size: Option<u64>,
+}
+
+enum Command {
+    // Boxed: events are large and most queue slots hold small commands.
+    Append(Box<AuditEvent>, oneshot::Sender<Result<u64>>),
+    Checkpoint(oneshot::Sender<Result<String>>),
+    Stop(oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("node", &self.inner.node_id)
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the log of `node_id` over `store`: replays every stored entry to rebuild the
+    /// Merkle tree and chain head (reporting, not hiding, entries that no longer match their
+    /// chain values or a stored checkpoint), then starts the writer task. Must be called inside
+    /// a tokio runtime.
+    pub async fn open(
+        node_id: &str,
+        store: Arc<dyn AuditStore>,
+        signing: Option<SigningIdentity>,
+        options: AuditOptions,
+    ) -> Result<Arc<Self>> {
+        let state = replay(node_id, store.as_ref()).await?;
+        Ok(Self::start(node_id, store, signing, options, state))
+    }
+
+    /// A new, empty log in memory without a signing key (it signs no checkpoints): the default
+    /// of a [`Handler`](crate::handler::Handler) built without one. Must be called inside a
+    /// tokio runtime.
+    pub fn memory(node_id: &str) -> Arc<Self> {
+        Self::start(
+            node_id,
+            Arc::new(MemoryAuditStore::new()),
+            None,
+            AuditOptions::default(),
+            State::default(),
+        )
+    }
+
+    fn start(
+        node_id: &str,
+        store: Arc<dyn AuditStore>,
+        signing: Option<SigningIdentity>,
+        options: AuditOptions,
+        state: State,
+    ) -> Arc<Self> {
+        let inner = Arc::new(Inner {
+            node_id: node_id.to_owned(),
+            origin: log_origin(node_id),
+            store,
+            signing,
+            state: RwLock::new(state),
+            poisoned: AtomicBool::new(false),
+            checkpoint_entries: options.checkpoint_entries.max(1),
+        });
+        let (commands, queue) = mpsc::channel(QUEUE_MAX);
+        tokio::spawn(writer(inner.clone(), queue, options.checkpoint_interval));
+        Arc::new(Self {
+            inner,
+            commands,
+            cosign_lock: tokio::sync::Mutex::new(()),
+            refusals: super::event::RefusalBudget::new(),
+        })
+    }
+
+    /// Appends `event` and returns its sequence number once it is durable. Fails, and keeps
+    /// failing until restart, if the store could not be written.
+    pub async fn append(&self, event: AuditEvent) -> Result<u64> {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(poisoned());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Append(Box::new(event), reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Signs a checkpoint over every entry so far (unless the latest already covers them) and
+    /// returns the latest signed checkpoint note.
+    pub async fn checkpoint_now(&self) -> Result<String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Checkpoint(reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Stops the writer after the queued appends and releases the store (a sled store's file
+    /// lock with it, once the last handle is gone); later appends fail.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Stop(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// How many durable entries the log holds.
+    pub fn size(&self) -> u64 {
+        self.inner.read_state(|s| s.tree.size())
+    }
+
+    /// The node id whose log this is.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The signing identity, if the node has one.
+    pub fn signing(&self) -> Option<&SigningIdentity> {
+        self.inner.signing.as_ref()
+    }
+
+    /// The store behind the log.
+    pub fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.inner.store
+    }
+
+    /// Up to `limit` durable entries from `from`.
+    pub async fn records(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let size = self.size();
+        let wanted = usize::try_from(size.saturating_sub(from))
+            .unwrap_or(usize::MAX)
+            .min(limit);
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        self.inner.store.read(from, wanted).await
+    }
+
+    /// The RFC 6962 consistency proof between two sizes of this log.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        self.inner
+            .read_state(|s| s.tree.consistency_proof(from, to))
+            .map_err(Error::from)
+    }
+
+    /// The RFC 6962 inclusion proof of entry `seq` in the tree of `size`.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>> {
+        self.inner
+            .read_state(|s| s.tree.inclusion_proof(seq, size))
+            .map_err(Error::from)
+    }
+}
+
+impl Inner {
+    fn read_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    async fn write_batch(&self, events: Vec<(AuditEvent, oneshot::Sender<Result<u64>>)>) {
+        if self.poisoned.load(Ordering::SeqCst) {
+            for (_, reply) in events {
+                let _ = reply.send(Err(poisoned()));
+            }
+            return;
+        }
+        let (first, mut head, mut last_time) =
+            self.read_state(|s| (s.tree.size(), s.head, s.last_time));
+        let mut records = Vec::with_capacity(events.len());
+        let mut waiting = Vec::with_capacity(events.len());
+        for (event, reply) in events {
+            let seq = first + records.len() as u64;
+            // Time never goes back along the log, even if the clock does.
+            let time_micros = now_micros().max(last_time);
+            let entry = AuditEntry {
+                seq,
+                time_micros,
+                node_id: self.node_id.clone(),
+                actor: event.actor,
+                action: event.action,
+                key: event.key,
+                version: event.version,
+                purpose: event.purpose,
+                request_id: event.request_id,
+                outcome: event.outcome,
+            };
+            match AuditRecord::new(&entry, &head) {
+                Ok(record) => {
+                    head = record.chain;
+                    last_time = time_micros;
+                    records.push(record);
+                    waiting.push((seq, reply));
+                }
+                // Every field is bounded, so this cannot happen for events built here; if it
+                // does, that request is refused rather than logged wrongly.
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Protocol(e)));
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.append(first, &records).await {
+            tracing::error!(error = %e, "audit append failed: refusing every request until restart");
+            self.poisoned.store(true, Ordering::SeqCst);
+            let reason = e.to_string();
+            for (_, reply) in waiting {
+                let _ = reply.send(Err(Error::AuditUnavailable {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            for record in &records {
+                state.tree.push(record.leaf_hash());
+            }
+            state.head = head;
+            state.last_time = last_time;
+        }
+        for (seq, reply) in waiting {
+            let _ = reply.send(Ok(seq));
+        }
+        let (size, signed) = self.read_state(|s| (s.tree.size(), s.checkpoint_size.unwrap_or(0)));
+        if size - signed >= self.checkpoint_entries {
+            if let Err(e) = self.sign_checkpoint().await {
+                tracing::warn!(error = %e, "could not sign an audit checkpoint");
+            }
+        }
+    }
+
+    /// Signs a checkpoint of the current log unless the latest already covers it; returns the
+    /// latest checkpoint note.
+    async fn sign_checkpoint(&self) -> Result<String> {
+        let signing = self
+            .signing
+            .as_ref()
+            .ok_or_else(|| Error::AuditUnavailable {
+                reason: "this node has no signing key, so it signs no checkpoints".to_owned(),
+            })?;
+        let (size, root, head, signed) = self.read_state(|s| {
+            let size = s.tree.size();
+            (size, s.tree.root(size), s.head, s.checkpoint_size)
+        });
+        if signed == Some(size) {
+            if let Some(note) = self.store.checkpoint(size).await? {
+                return Ok(note);
+            }
+        }
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: root?,
+            chain: head,
+            time_micros: now_micros(),
+        };
+        let note = checkpoint.sign(&signing.signer)?;
+        self.store.put_checkpoint(size, &note).await?;
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .checkpoint_size = Some(size);
+        Ok(note)
+    }
+}
+
+/// The writer task: group-commits appends and signs checkpoints, until the log is dropped.
+async fn writer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Command>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            command = queue.recv() => {
+                let Some(command) = command else { return };
+                let mut commands = vec![command];
+                while commands.len() < BATCH_MAX {
+                    match queue.try_recv() {
+                        Ok(command) => commands.push(command),
+                        Err(_) => break,
+                    }
+                }
+                let mut appends = Vec::new();
+                let mut checkpoints = Vec::new();
+                let mut stop = None;
+                for command in commands {
+                    match command {
+                        Command::Append(event, reply) => appends.push((*event, reply)),
+                        Command::Checkpoint(reply) => checkpoints.push(reply),
+                        Command::Stop(reply) => stop = Some(reply),
+                    }
+                }
+                inner.write_batch(appends).await;
+                // After the appends, so an on-demand checkpoint covers them.
+                for reply in checkpoints {
+                    let _ = reply.send(inner.sign_checkpoint().await);
+                }
+                if let Some(reply) = stop {
+                    queue.close();
+                    drop(inner);
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+            _ = ticker.tick() => {
+                let (size, signed) = inner.read_state(|s| (s.tree.size(), s.checkpoint_size));
+                if size > 0 && signed != Some(size) && inner.signing.is_some() {
+                    if let Err(e) = inner.sign_checkpoint().await {
+                        tracing::warn!(error = %e, "could not sign an audit checkpoint");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rebuilds the tree and chain head from the store, reporting damage it finds.
+async fn replay(node_id: &str, store: &dyn AuditStore) -> Result<State> {
+    let len = store.size().await?;
+    let mut state = State {
+        head: CHAIN_GENESIS,
+        ..State::default()
+    };
+    while state.tree.size() < len {
+        let from = state.tree.size();
+        let page = store.read(from, REPLAY_PAGE).await?;
+        if page.is_empty() {
+            return Err(Error::AuditCorrupt {
+                seq: from,
+                reason: format!("the store holds {len} entries but none from {from} on"),
+            });
+        }
+        for record in page {
+            let seq = state.tree.size();
+            // The chain continues from the recomputed value, so that entries appended from now
+            // on are consistent with what an auditor recomputes; the damage stays visible.
+            let chain = chain_next(&state.head, &record.entry);
+            if chain != record.chain {
+                tracing::error!(seq, node = node_id, "audit entry does not match its recorded chain value: the log was altered on disk");
+            }
+            match AuditEntry::decode(&record.entry) {
+                Ok(entry) if entry.seq == seq => {
+                    state.last_time = state.last_time.max(entry.time_micros)
+                }
+                Ok(entry) => tracing::error!(seq, found = entry.seq, "audit entry is out of place"),
+                Err(e) => tracing::error!(seq, error = %e, "audit entry cannot be decoded"),
+            }
+            state.tree.push(record.leaf_hash());
+            state.head = chain;
+        }
+    }
+    if let Some(note) = store.latest_checkpoint().await? {
+        let parsed = bunsan_protocol::note::SignedNote::parse(&note)
+            .and_then(|n| Checkpoint::parse_text(&n.text));
+        match parsed {
+            Ok(checkpoint) if checkpoint.size <= state.tree.size() => {
+                if state.tree.root(checkpoint.size).ok() != Some(checkpoint.root) {
+                    tracing::error!(
+                        size = checkpoint.size,
+                        "the latest signed audit checkpoint does not match the stored entries"
+                    );
+                }
+                state.checkpoint_size = Some(checkpoint.size);
+            }
+            Ok(checkpoint) => {
+                tracing::error!(size = checkpoint.size, entries = state.tree.size(), "the latest signed audit checkpoint is larger than the stored log: entries were lost");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the latest stored audit checkpoint is unreadable")
+            }
+        }
+    }
+    Ok(state)
+}
+
+fn poisoned() -> Error {
+    Error::AuditUnavailable {
+        reason: "an earlier audit write failed; the node must be restarted".to_owned(),
+    }
+}
+
+fn stopped() -> Error {
+    Error::AuditUnavailable {
+        reason: "the audit writer has stopped".to_owned(),
+    }
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;
