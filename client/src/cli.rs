@@ -485,6 +485,10 @@ async fn execute(
 
 /// Streams the record into `path` through a temporary file beside it, renamed into place only
 /// once the whole record was written and checked: a failed get leaves no partial file.
+///
+/// A path that exists and is not a regular file (`/dev/null`, a FIFO, a terminal) is written
+/// directly: renaming over it would replace the device with a plain file, and as root that
+/// breaks `/dev/null` for every process on the machine.
 async fn get_to_file(
     chunked: &Chunked<'_>,
     key: &RecordKey,
@@ -492,6 +496,19 @@ async fn get_to_file(
     path: &Path,
     range: Option<Range<u64>>,
 ) -> anyhow::Result<()> {
+    if let Ok(metadata) = tokio::fs::metadata(path).await {
+        if !metadata.is_file() && !metadata.is_dir() {
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut sink = tokio::io::BufWriter::with_capacity(1 << 20, file);
+            chunked.get_to(key, purpose, &mut sink, range).await?;
+            sink.flush().await?;
+            return Ok(());
+        }
+    }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),

@@ -112,6 +112,30 @@ async fn standard_input_and_output_stream_too() {
         None,
     );
     assert!(get.stdout == record);
+
+    // `-o` onto something that is not a regular file (here a FIFO; `/dev/null` in the docs'
+    // drill) writes into it and leaves it what it was, instead of renaming a file over it.
+    let fifo = work.path().join("out.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let reader_path = fifo.clone();
+    let drained = std::thread::spawn(move || std::fs::read(reader_path).expect("read the FIFO"));
+    let out = fifo.to_str().expect("utf-8 path");
+    run_cli(
+        &cluster,
+        "reader",
+        &["get", "notes/a", "--purpose", "t", "-o", out],
+        None,
+    );
+    assert!(drained.join().expect("FIFO reader") == record);
+    let kind = std::fs::symlink_metadata(&fifo).expect("stat").file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+        "the FIFO was replaced by {kind:?}"
+    );
     cluster.stop().await.expect("clean stop");
 }
 
