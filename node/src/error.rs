@@ -86,6 +86,17 @@ pub enum Error {
     /// detected by sled itself).
     #[error("storage engine: {0}")]
     Sled(#[from] sled::Error),
+    /// A request to the site's S3-compatible object store failed (network, credentials,
+    /// bucket, throttling). Nothing is acknowledged that this error interrupted.
+    #[error("object store: cannot {operation} {name}: {reason}")]
+    ObjectStore {
+        /// What was attempted ("create", "get", "list", ...).
+        operation: &'static str,
+        /// The object name (a keyed hash, never a record key) or listing prefix.
+        name: String,
+        /// The object store's answer.
+        reason: String,
+    },
     /// A blocking storage task panicked or was cancelled.
     #[error("storage task failed: {reason}")]
     StorageTask {

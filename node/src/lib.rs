@@ -45,6 +45,7 @@ pub mod error;
 pub mod export;
 pub mod handler;
 pub mod metrics;
+pub mod objstore;
 mod peers;
 mod refresh;
 mod repair;
