@@ -2,8 +2,15 @@
 //!
 //! Each node gets one long-lived connection, opened on first use and reopened when it closes,
 //! so a burst of requests pays one handshake per node, not one per request.
+//!
+//! A node (a site) may be served by several processes, listed as several addresses in the
+//! manifest. The link remembers which address answered last and starts there; a request that
+//! fails on one address is tried once more on the next, so losing one process of a site costs
+//! the requests in flight to it one retry, not an error. Retrying is safe because every
+//! request is idempotent: a put of the same envelope is `AlreadyStored`, a tombstone the same.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +34,8 @@ pub(crate) struct Transport {
 struct Link {
     node: NodeEntry,
     connection: Mutex<Option<quinn::Connection>>,
+    /// The address to try first: the one that last connected.
+    preferred: AtomicUsize,
 }
 
 impl Transport {
@@ -67,6 +76,7 @@ impl Transport {
             .map(|node| Link {
                 node: node.clone(),
                 connection: Mutex::new(None),
+                preferred: AtomicUsize::new(0),
             })
             .collect();
         Ok(Self {
@@ -106,8 +116,32 @@ impl Transport {
             })
     }
 
-    /// [`Transport::call`] with a frame made by [`Transport::encode`].
+    /// [`Transport::call`] with a frame made by [`Transport::encode`]. On a node with several
+    /// addresses, a failed attempt is retried once on the next address.
     pub(crate) async fn call_frame(
+        &self,
+        position: usize,
+        frame: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, NodeFailure> {
+        let link = &self.links[position];
+        let attempts = link.node.addresses.len().min(2);
+        let mut outcome = self.attempt(position, frame.clone(), timeout).await;
+        for _ in 1..attempts {
+            if outcome.is_ok() {
+                break;
+            }
+            // The failed attempt dropped its connection; the next one starts at the next
+            // address of the site.
+            let failed = link.preferred.load(Ordering::Relaxed);
+            link.preferred
+                .store((failed + 1) % link.node.addresses.len(), Ordering::Relaxed);
+            outcome = self.attempt(position, frame.clone(), timeout).await;
+        }
+        outcome
+    }
+
+    async fn attempt(
         &self,
         position: usize,
         frame: Bytes,
@@ -193,9 +227,14 @@ impl Transport {
             }
         }
         let mut last_error = String::from("no address");
-        for address in &link.node.addresses {
-            match self.connect(*address, &link.node.id).await {
+        let count = link.node.addresses.len();
+        let first = link.preferred.load(Ordering::Relaxed);
+        for offset in 0..count {
+            let at = (first + offset) % count;
+            let address = link.node.addresses[at];
+            match self.connect(address, &link.node.id).await {
                 Ok(connection) => {
+                    link.preferred.store(at, Ordering::Relaxed);
                     *cached = Some(connection.clone());
                     return Ok(connection);
                 }

@@ -7,6 +7,7 @@
 //! ```text
 //! bunsan-node --config node.toml [--log-format text|json]
 //! bunsan-node export --config node.toml KEY --out FILE     (node stopped; docs/RECOVERY.md)
+//! bunsan-node sealing-key --out FILE                         (once per site, for [store.s3])
 //! ```
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`). Exit code 0 after a clean
@@ -45,6 +46,14 @@ enum Command {
         /// The record key.
         key: String,
         /// Where to write the share; FILE.txt and FILE.envelope are written beside it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Create the sealing key of a site whose shares live in an S3-compatible object store
+    /// (`[store.s3] sealing_key`): 32 random bytes, hex, mode 0600. Never replaces a file.
+    /// Copy it to every process serving the site and back it up with the node key.
+    SealingKey {
+        /// Where to write it.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
@@ -119,6 +128,11 @@ fn one_line(error: &Error) -> String {
 }
 
 async fn run(args: &Args) -> Result<(), Error> {
+    if let Some(Command::SealingKey { out }) = &args.command {
+        crate::objstore::write_sealing_key(out)?;
+        println!("{}", out.display());
+        return Ok(());
+    }
     let Some(config_path) = &args.config else {
         return Err(Error::Config {
             path: PathBuf::from("(command line)"),

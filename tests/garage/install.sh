@@ -12,7 +12,7 @@ bin="$root/bin/garage"
 mkdir -p "$tools"
 exec 9>"$tools/garage-$version.lock"
 flock 9
-if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "v$version"; then
+if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "$version"; then
   echo "installing garage $version into $root (about 8 minutes on 2 cores)" >&2
   # Its own target dir, so a project build does not wait on it nor it on the project's lock.
   CARGO_TARGET_DIR="$tools/garage-build" \

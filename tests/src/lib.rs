@@ -5,6 +5,7 @@
 //! directory, and talks to them through the real client SDK.
 
 use std::future::Future;
+pub mod garage;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
