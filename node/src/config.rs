@@ -19,7 +19,12 @@
 //! idle_timeout_ms = 60000
 //! max_inflight_request_bytes = 1073741824
 //! [store]
-//! backend = "sled"         # "sled" (default) or "memory"
+//! backend = "sled"         # "sled" (default), "memory" or "s3"
+//! # [store.s3]             # required iff backend = "s3"; see [`S3Config`]
+//! # endpoint = "https://rgw.site-1.example"
+//! # bucket = "bunsan-site-1"
+//! # sealing_key = "store.key"        # 64 hex digits, mode 0600, same on every process
+//! # credentials = "s3.toml"          # optional: else AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY
 //! [metrics]                # optional: no [metrics] table, no metrics endpoint
 //! listen = "127.0.0.1:9101"
 //!
@@ -43,6 +48,7 @@ use bunsan_protocol::ShareIndex;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+pub use crate::objstore::S3Config;
 
 /// A checked node configuration: paths are resolved and every limit is in range.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -172,6 +178,8 @@ impl Default for Limits {
 pub struct StoreConfig {
     /// The backend; sled unless stated.
     pub backend: StoreBackend,
+    /// The bucket of the `s3` backend: required with it, refused with any other.
+    pub s3: Option<S3Config>,
 }
 
 /// Where shares are kept.
@@ -183,6 +191,9 @@ pub enum StoreBackend {
     Sled,
     /// In memory only: everything is lost when the process ends. For tests and demos.
     Memory,
+    /// A site's S3-compatible object store (`[store.s3]`), sealed and under hashed names;
+    /// see [`crate::store::s3`].
+    S3,
 }
 
 /// The longest idle timeout accepted: one day. Longer would hold dead peers' state for days.
@@ -252,6 +263,9 @@ impl NodeConfig {
         if let Some(cluster) = &mut config.cluster {
             *cluster = base.join(&*cluster);
         }
+        if let Some(s3) = &mut config.store.s3 {
+            s3.resolve_paths(base);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -291,7 +305,18 @@ impl NodeConfig {
                  ({frame_max} bytes), or the largest records could never be stored"
             )
         } else {
-            return Ok(());
+            return match (self.store.backend, &self.store.s3) {
+                (StoreBackend::S3, Some(s3)) => s3.validate(),
+                (StoreBackend::S3, None) => Err(Error::Config {
+                    path: PathBuf::from("<config>"),
+                    reason: "store.backend = \"s3\" needs a [store.s3] table".to_owned(),
+                }),
+                (_, Some(_)) => Err(Error::Config {
+                    path: PathBuf::from("<config>"),
+                    reason: "[store.s3] is set but store.backend is not \"s3\"".to_owned(),
+                }),
+                (_, None) => Ok(()),
+            };
         };
         Err(Error::Config {
             path: PathBuf::from("<config>"),
