@@ -282,8 +282,6 @@ impl S3Store {
             head,
             size: 0,
         };
-        let name = &ours.name;
-        let body = frame(key.as_bytes(), &value);
         let _guard = self.lock(&hk).await;
         let mut replaced = None;
         if let Some((top, current)) = self.current(key, &hk).await? {
@@ -303,6 +301,24 @@ impl S3Store {
             // The counters counted names, so the name's head is what they must forget.
             replaced = Some(top.head);
         }
+        let outcome = self.create(key, &ours, epoch, &value).await?;
+        if outcome == PutOutcome::Stored {
+            self.counters.replace(replaced.as_ref(), &head);
+        }
+        Ok(outcome)
+    }
+
+    /// Writes `value` as the new object `ours` with `If-None-Match: *`, then settles races
+    /// with other processes and deletes the lower versions (see the module doc).
+    async fn create(
+        &self,
+        key: &RecordKey,
+        ours: &Versioned,
+        epoch: u32,
+        value: &[u8],
+    ) -> Result<PutOutcome> {
+        let (name, head, slot) = (&ours.name, &ours.head, ours.slot);
+        let body = frame(key.as_bytes(), value);
         if self.site.create(name, &body).await? == Created::AlreadyExists {
             // Another process wrote this very name; its bytes decide.
             let Some(theirs) = self.site.get(name).await? else {
@@ -312,11 +328,11 @@ impl S3Store {
                     reason: "a concurrent writer's object vanished".to_owned(),
                 });
             };
-            let (stored_key, theirs) = unframe(&ours, &theirs)?;
+            let (stored_key, theirs) = unframe(ours, &theirs)?;
             if stored_key != key.as_bytes() {
                 return Err(corrupt(name, "object holds another record key"));
             }
-            return match codec::decide(key, Some(theirs), &head, epoch, &value)? {
+            return match codec::decide(key, Some(theirs), head, epoch, value)? {
                 Decision::Keep(outcome) => Ok(outcome),
                 Decision::Write { .. } => Err(Error::Conflict {
                     key: key.clone(),
@@ -324,7 +340,7 @@ impl S3Store {
                 }),
             };
         }
-        let versions = self.versions(&hk).await?;
+        let versions = self.versions(&ours.hk).await?;
         if let Some(higher) = versions.iter().rfind(|v| v.slot > slot) {
             self.site.delete(name).await?;
             return Ok(PutOutcome::Superseded {
@@ -338,7 +354,6 @@ impl S3Store {
                 version: head.version,
             });
         }
-        self.counters.replace(replaced.as_ref(), &head);
         for older in versions.iter().filter(|v| v.slot < slot) {
             if let Err(e) = self.site.delete(&older.name).await {
                 tracing::warn!(error = %e, "an older version object was not deleted; the next put retries");

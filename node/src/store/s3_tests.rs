@@ -311,3 +311,102 @@ async fn a_bucket_created_for_another_index_refuses_to_open() {
     }
     assert!(S3Store::open(site(&backing), index(1)).await.is_ok());
 }
+
+/// What another process may have written between a put's first listing and its create:
+/// planted by hand, so every resolution runs deterministically.
+#[tokio::test]
+async fn races_with_another_process_are_settled_after_the_create() {
+    let backing = Arc::new(InMemory::new());
+    let site = site(&backing);
+    let store = S3Store::open(site.clone(), index(1)).await.expect("open");
+    let slot_of = |envelope: &ShareEnvelope| {
+        let head = Head::of(envelope);
+        let slot = (head.version, envelope.epoch());
+        let hk = site.hashed("share", envelope.header.key.as_bytes());
+        Versioned {
+            name: version_name(&hk, slot, &head),
+            hk,
+            slot,
+            head,
+            size: 0,
+        }
+    };
+    let plant = |envelope: ShareEnvelope| {
+        let site = site.clone();
+        let ours = slot_of(&envelope);
+        async move {
+            let value = codec::encode(&envelope).expect("encode");
+            let body = frame(envelope.header.key.as_bytes(), &value);
+            site.create(&ours.name, &body).await.expect("plant");
+        }
+    };
+    let create = |envelope: ShareEnvelope| {
+        let store = &store;
+        let ours = slot_of(&envelope);
+        async move {
+            let value = codec::encode(&envelope).expect("encode");
+            store
+                .create(&envelope.header.key, &ours, envelope.epoch(), &value)
+                .await
+        }
+    };
+    let folder = |k: &str| format!("shares/{}/", site.hashed("share", k.as_bytes()));
+
+    // The very same name: identical bytes are a retry, other bytes a conflict.
+    plant(share("same", 5, b"first")).await;
+    assert_eq!(
+        create(share("same", 5, b"first")).await.expect("retry"),
+        PutOutcome::AlreadyStored
+    );
+    assert!(matches!(
+        create(share("same", 5, b"other")).await,
+        Err(Error::Conflict { .. })
+    ));
+
+    // A sibling of the same version under another name (another length): a conflict, and
+    // the loser's object is gone.
+    plant(share("sib", 5, b"long payload")).await;
+    assert!(matches!(
+        create(share("sib", 5, b"short")).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(
+        site.list(&folder("sib"), None, 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+
+    // A higher version written meanwhile: superseded, and the lower object deleted.
+    plant(share("high", 9, b"newer")).await;
+    assert_eq!(
+        create(share("high", 7, b"older")).await.expect("create"),
+        PutOutcome::Superseded {
+            current: Version {
+                clock_micros: 9,
+                writer: WriterId(0xbeef)
+            }
+        }
+    );
+    let left = site.list(&folder("high"), None, 10).await.expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        store.get(&key("high")).await.expect("get"),
+        Some(share("high", 9, b"newer"))
+    );
+
+    // A lower version written meanwhile: deleted by the higher put.
+    plant(share("low", 2, b"older")).await;
+    assert_eq!(
+        create(share("low", 3, b"newer")).await.expect("create"),
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        site.list(&folder("low"), None, 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
