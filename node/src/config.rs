@@ -444,6 +444,43 @@ cosign_interval_ms = 500
     }
 
     #[test]
+    fn the_s3_backend_needs_its_table_and_resolves_its_paths() {
+        let s3 = DOCUMENTED.replace(
+            "backend = \"memory\"",
+            "backend = \"s3\"\n[store.s3]\nendpoint = \"https://rgw.example\"\n\
+             bucket = \"site-1\"\nsealing_key = \"store.key\"\ncredentials = \"s3.toml\"",
+        );
+        let config = NodeConfig::from_toml(&s3, Path::new("/n")).expect("s3");
+        assert_eq!(config.store.backend, StoreBackend::S3);
+        let table = config.store.s3.expect("table");
+        assert_eq!(table.sealing_key, PathBuf::from("/n/store.key"));
+        assert_eq!(table.credentials, Some(PathBuf::from("/n/s3.toml")));
+        assert_eq!(
+            (table.region.as_str(), table.prefix.as_str()),
+            ("us-east-1", "")
+        );
+        let cases = [
+            (
+                DOCUMENTED.replace("\"memory\"", "\"s3\""),
+                "needs a [store.s3] table",
+            ),
+            (
+                s3.replace("backend = \"s3\"", "backend = \"sled\""),
+                "store.backend is not",
+            ),
+            (s3.replace("https://", "http://"), "plain http"),
+            (s3.replace("bucket = \"site-1\"\n", ""), "bucket"),
+        ];
+        for (text, needle) in cases {
+            let err = NodeConfig::from_toml(&text, Path::new("")).expect_err(needle);
+            assert!(
+                matches!(&err, Error::Config { .. }) && err.to_string().contains(needle),
+                "{needle}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_missing_file_names_its_path() {
         let err = NodeConfig::load(Path::new("/nonexistent/node.toml")).expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/node.toml"), "{err}");
