@@ -59,16 +59,17 @@ use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{ListEntry, PutOutcome};
 use bunsan_protocol::repair::SessionId;
-use bunsan_protocol::{RecordKey, ShareIndex, Version, WriterId};
+use bunsan_protocol::{RecordKey, ShareIndex};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::codec::{self, Decision, Head, STORE_VALUE_FORMAT};
 use super::{Counters, InventoryPage, ShareStore, StoreStats};
 use crate::error::{Error, Result};
-use crate::objstore::{Created, Listed, ObjectSite};
+use crate::objstore::{Created, ObjectSite};
 
-/// The plaintext layout inside a sealed share or staged object.
-const OBJECT_FORMAT: u8 = 1;
+mod layout;
+use layout::{corrupt, frame, parse, staged_value, unframe, version_name, Versioned};
+
 /// Names one LIST call returns: S3's own page size.
 const LIST_PAGE: usize = 1000;
 /// GETs in flight at once while listing: enough to hide latency, few enough that 64 MiB
@@ -97,16 +98,6 @@ impl std::fmt::Debug for S3Store {
             .field("stats", &self.counters.snapshot())
             .finish_non_exhaustive()
     }
-}
-
-/// One share object, as its name describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Versioned {
-    name: String,
-    hk: String,
-    slot: (Version, u32),
-    head: Head,
-    size: u64,
 }
 
 impl S3Store {
@@ -161,12 +152,6 @@ impl S3Store {
     /// Objects this process's inventories left out because they did not open.
     pub fn unreadable(&self) -> u64 {
         self.unreadable.load(Ordering::Relaxed)
-    }
-
-    /// The site underneath: for tests that damage objects.
-    #[doc(hidden)]
-    pub fn site(&self) -> &ObjectSite {
-        &self.site
     }
 
     fn hk(&self, key: &RecordKey) -> String {
@@ -525,118 +510,5 @@ impl ShareStore for S3Store {
     }
 }
 
-/// The name of the object holding `slot` of the key hashed to `hk`.
-fn version_name(hk: &str, (version, epoch): (Version, u32), head: &Head) -> String {
-    format!(
-        "shares/{hk}/{:016x}{:016x}{epoch:08x}-{}{:016x}",
-        version.clock_micros,
-        version.writer.0,
-        if head.tombstone { 't' } else { 'd' },
-        head.record_len
-    )
-}
-
-/// Reads a listed share object's name; `None` (with a warning) for a name this store does
-/// not write, which is then ignored rather than trusted or deleted.
-fn parse(listed: Listed) -> Option<Versioned> {
-    let parsed = (|| {
-        let rest = listed.name.strip_prefix("shares/")?;
-        let (hk, leaf) = rest.split_once('/')?;
-        let hex = |range: std::ops::Range<usize>| {
-            let digits = leaf.get(range)?;
-            digits
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-                .then(|| u64::from_str_radix(digits, 16).ok())?
-        };
-        if hk.len() != 64 || leaf.len() != 58 || &leaf[40..41] != "-" {
-            return None;
-        }
-        let tombstone = match &leaf[41..42] {
-            "t" => true,
-            "d" => false,
-            _ => return None,
-        };
-        let version = Version {
-            clock_micros: hex(0..16)?,
-            writer: WriterId(hex(16..32)?),
-        };
-        let epoch = u32::try_from(hex(32..40)?).ok()?;
-        let head = Head {
-            version,
-            tombstone,
-            record_len: hex(42..58)?,
-        };
-        Some((hk.to_owned(), (version, epoch), head))
-    })();
-    match parsed {
-        Some((hk, slot, head)) => Some(Versioned {
-            hk,
-            slot,
-            head,
-            size: listed.size,
-            name: listed.name,
-        }),
-        None => {
-            tracing::warn!(name = %listed.name, "an object name this store does not write, ignored");
-            None
-        }
-    }
-}
-
-/// The plaintext of a share or staged object: format, key length, key, value.
-pub(crate) fn frame(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(3 + key.len() + value.len());
-    out.push(OBJECT_FORMAT);
-    // Record keys are far shorter than 64 KiB (RECORD_KEY_MAX_BYTES).
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
-}
-
-/// Splits an opened object body into its key and value, and checks that the value's head
-/// (when readable; codec reports it otherwise) agrees with the object's name.
-fn unframe<'a>(top: &Versioned, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8])> {
-    let (key, value) = split_frame(&top.name, body)?;
-    if let Ok(head) = codec::head(key, value) {
-        if head != top.head {
-            return Err(corrupt(&top.name, "object name disagrees with its value"));
-        }
-    }
-    Ok((key, value))
-}
-
-fn split_frame<'a>(name: &str, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8])> {
-    match body {
-        [OBJECT_FORMAT, hi, lo, rest @ ..] => {
-            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
-            rest.get(..len)
-                .map(|key| (key, &rest[len..]))
-                .ok_or_else(|| corrupt(name, "object shorter than its key"))
-        }
-        [format, ..] => Err(corrupt(
-            name,
-            &format!("object format {format} (this build reads {OBJECT_FORMAT})"),
-        )),
-        [] => Err(corrupt(name, "empty object")),
-    }
-}
-
-fn staged_value<'a>(name: &str, key: &RecordKey, body: &'a [u8]) -> Result<&'a [u8]> {
-    match split_frame(name, body)? {
-        (stored, value) if stored == key.as_bytes() => Ok(value),
-        _ => Err(corrupt(name, "staged object holds another record key")),
-    }
-}
-
-fn corrupt(name: &str, reason: &str) -> Error {
-    Error::Corrupt {
-        key: name.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
 #[cfg(test)]
-#[path = "s3_tests.rs"]
 mod tests;

@@ -1,9 +1,11 @@
 use std::sync::Arc;
 
 use bunsan_protocol::message::HeldShare;
+use bunsan_protocol::{Version, WriterId};
 use object_store::memory::InMemory;
 
 use super::super::conformance::{sample_share, sample_tombstone, Harness};
+use super::layout::*;
 use super::*;
 
 fn index(i: u8) -> ShareIndex {
