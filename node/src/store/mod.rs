@@ -31,7 +31,7 @@ use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::{RecordKey, ShareIndex};
 
 use crate::config::{StoreBackend, StoreConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::objstore::ObjectSite;
 
 /// A node's share store. Implementations are safe to share between tasks (`Arc<dyn ShareStore>`).
@@ -137,7 +137,7 @@ pub async fn open(
         }
         StoreBackend::Memory => Arc::new(memory::MemoryStore::new()),
         StoreBackend::S3 => {
-            let s3 = config.s3.as_ref().ok_or_else(|| Error::Config {
+            let s3 = config.s3.as_ref().ok_or_else(|| crate::Error::Config {
                 path: std::path::PathBuf::from("<store>"),
                 reason: "store.backend = \"s3\" needs a [store.s3] table".to_owned(),
             })?;

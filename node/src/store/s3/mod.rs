@@ -22,7 +22,7 @@
 //! **Put.** Puts of one key in this process take a per-key lock (so the counters stay exact).
 //! A put lists the folder, reads and checks the highest object (its name is trusted only once
 //! its body opens under it: a garbage object must refuse a put, as damage does in sled, not
-//! silently outrank it), and applies [`codec::decide`]. A newer value is written with
+//! silently outrank it), and applies `codec::decide`. A newer value is written with
 //! `If-None-Match: *`; `AlreadyExists` means another process wrote that very name, whose
 //! bytes decide AlreadyStored or Conflict. Then the folder is listed again: a higher
 //! (version, epoch) written meanwhile by another process makes this put
