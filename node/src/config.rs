@@ -19,7 +19,12 @@
 //! idle_timeout_ms = 60000
 //! max_inflight_request_bytes = 1073741824
 //! [store]
-//! backend = "sled"         # "sled" (default) or "memory"
+//! backend = "sled"         # "sled" (default), "memory" or "s3"
+//! # [store.s3]             # required iff backend = "s3"; see [`S3Config`]
+//! # endpoint = "https://rgw.site-1.example"
+//! # bucket = "bunsan-site-1"
+//! # sealing_key = "store.key"        # 64 hex digits, mode 0600, same on every process
+//! # credentials = "s3.toml"          # optional: else AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY
 //! [metrics]                # optional: no [metrics] table, no metrics endpoint
 //! listen = "127.0.0.1:9101"
 //!
@@ -43,6 +48,7 @@ use bunsan_protocol::ShareIndex;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+pub use crate::objstore::S3Config;
 
 /// A checked node configuration: paths are resolved and every limit is in range.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -172,6 +178,8 @@ impl Default for Limits {
 pub struct StoreConfig {
     /// The backend; sled unless stated.
     pub backend: StoreBackend,
+    /// The bucket of the `s3` backend: required with it, refused with any other.
+    pub s3: Option<S3Config>,
 }
 
 /// Where shares are kept.
@@ -183,6 +191,9 @@ pub enum StoreBackend {
     Sled,
     /// In memory only: everything is lost when the process ends. For tests and demos.
     Memory,
+    /// A site's S3-compatible object store (`[store.s3]`), sealed and under hashed names;
+    /// see [`crate::store::s3`].
+    S3,
 }
 
 /// The longest idle timeout accepted: one day. Longer would hold dead peers' state for days.
@@ -252,6 +263,9 @@ impl NodeConfig {
         if let Some(cluster) = &mut config.cluster {
             *cluster = base.join(&*cluster);
         }
+        if let Some(s3) = &mut config.store.s3 {
+            s3.resolve_paths(base);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -291,7 +305,18 @@ impl NodeConfig {
                  ({frame_max} bytes), or the largest records could never be stored"
             )
         } else {
-            return Ok(());
+            return match (self.store.backend, &self.store.s3) {
+                (StoreBackend::S3, Some(s3)) => s3.validate(),
+                (StoreBackend::S3, None) => Err(Error::Config {
+                    path: PathBuf::from("<config>"),
+                    reason: "store.backend = \"s3\" needs a [store.s3] table".to_owned(),
+                }),
+                (_, Some(_)) => Err(Error::Config {
+                    path: PathBuf::from("<config>"),
+                    reason: "[store.s3] is set but store.backend is not \"s3\"".to_owned(),
+                }),
+                (_, None) => Ok(()),
+            };
         };
         Err(Error::Config {
             path: PathBuf::from("<config>"),
@@ -415,6 +440,43 @@ cosign_interval_ms = 500
         for (text, needle) in cases {
             let err = NodeConfig::from_toml(&text, Path::new("")).expect_err(needle);
             assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_s3_backend_needs_its_table_and_resolves_its_paths() {
+        let s3 = DOCUMENTED.replace(
+            "backend = \"memory\"",
+            "backend = \"s3\"\n[store.s3]\nendpoint = \"https://rgw.example\"\n\
+             bucket = \"site-1\"\nsealing_key = \"store.key\"\ncredentials = \"s3.toml\"",
+        );
+        let config = NodeConfig::from_toml(&s3, Path::new("/n")).expect("s3");
+        assert_eq!(config.store.backend, StoreBackend::S3);
+        let table = config.store.s3.expect("table");
+        assert_eq!(table.sealing_key, PathBuf::from("/n/store.key"));
+        assert_eq!(table.credentials, Some(PathBuf::from("/n/s3.toml")));
+        assert_eq!(
+            (table.region.as_str(), table.prefix.as_str()),
+            ("us-east-1", "")
+        );
+        let cases = [
+            (
+                DOCUMENTED.replace("\"memory\"", "\"s3\""),
+                "needs a [store.s3] table",
+            ),
+            (
+                s3.replace("backend = \"s3\"", "backend = \"sled\""),
+                "store.backend is not",
+            ),
+            (s3.replace("https://", "http://"), "plain http"),
+            (s3.replace("bucket = \"site-1\"\n", ""), "bucket"),
+        ];
+        for (text, needle) in cases {
+            let err = NodeConfig::from_toml(&text, Path::new("")).expect_err(needle);
+            assert!(
+                matches!(&err, Error::Config { .. }) && err.to_string().contains(needle),
+                "{needle}: {err}"
+            );
         }
     }
 

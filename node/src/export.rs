@@ -44,7 +44,7 @@ impl std::fmt::Debug for ExportedShare {
 /// nothing or only a tombstone for `key` ([`Error::NothingToExport`]), or the share fails its
 /// commitment ([`Error::Corrupt`]).
 pub async fn export(config: &NodeConfig, key: &RecordKey) -> Result<ExportedShare> {
-    let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
+    let store = store::open(&config.store, &config.data_dir, config.index).await?;
     let nothing = |reason: &str| Error::NothingToExport {
         key: key.clone(),
         reason: reason.to_owned(),

@@ -61,7 +61,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-pub use config::{Limits, MetricsConfig, NodeConfig, StoreBackend};
+pub use config::{Limits, MetricsConfig, NodeConfig, StoreBackend, StoreConfig};
 pub use error::{Error, Result};
 pub use revocation::CrlStatus;
 
@@ -154,7 +154,7 @@ impl Node {
             checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
             checkpoint_entries: config.audit.checkpoint_entries,
         };
-        let store = store::open(config.store.backend, &config.data_dir, config.index).await?;
+        let store = store::open(&config.store, &config.data_dir, config.index).await?;
         // Peers (repair, refresh) before the audit store opens, so a bad manifest fails fast.
         let peers = match &config.cluster {
             Some(manifest) => Some(Arc::new(peers::Peers::load(&config, manifest)?)),

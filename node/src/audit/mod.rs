@@ -43,7 +43,9 @@ use crate::error::{Error, Result};
 /// memory share backend.
 pub async fn open_store(config: &NodeConfig) -> Result<Arc<dyn AuditStore>> {
     Ok(match config.store.backend {
-        StoreBackend::Sled => {
+        // Until the object-store audit log (audit::s3) lands, an S3 node keeps its audit log
+        // in sled on local disk.
+        StoreBackend::Sled | StoreBackend::S3 => {
             sled::SledAuditStore::open(&config.data_dir.join("audit"), &config.id).await?
         }
         StoreBackend::Memory => Arc::new(MemoryAuditStore::new()),

@@ -1,7 +1,7 @@
 //! The share store: per record key, the highest version envelope this node holds.
 //!
 //! [`ShareStore`] is a small async trait so that backends with very different engines fit
-//! behind it: [`sled`] (the default, on local disk), [`memory`] (tests), and later an
+//! behind it: [`sled`] (the default, on local disk), [`memory`] (tests), and [`s3`], an
 //! S3-compatible object store with conditional writes. Every backend must pass the one
 //! [`conformance`] suite; Garage learnt that a trait with a shared suite is what makes
 //! replacing a storage engine cheap.
@@ -17,6 +17,7 @@ pub(crate) mod codec;
 pub mod conformance;
 mod group_commit;
 pub mod memory;
+pub mod s3;
 pub mod sled;
 
 use std::path::Path;
@@ -29,8 +30,9 @@ use bunsan_protocol::message::{InventoryEntry, ListEntry, PutOutcome};
 use bunsan_protocol::repair::SessionId;
 use bunsan_protocol::{RecordKey, ShareIndex};
 
-use crate::config::StoreBackend;
+use crate::config::{StoreBackend, StoreConfig};
 use crate::error::Result;
+use crate::objstore::ObjectSite;
 
 /// A node's share store. Implementations are safe to share between tasks (`Arc<dyn ShareStore>`).
 ///
@@ -76,8 +78,11 @@ pub trait ShareStore: Send + Sync + 'static {
     /// which version belongs here. Durable before it returns.
     async fn put_over_damage(&self, envelope: &ShareEnvelope) -> Result<PutOutcome>;
 
-    /// Reads and checks up to `limit` stored values after `start_after` in key order, stopping
-    /// early once `bytes_max` bytes were read. Damaged values are reported as
+    /// Reads and checks up to `limit` stored values after `start_after`, stopping early once
+    /// `bytes_max` bytes were read. The order is the store's own stable order (key order for
+    /// sled and memory, hash order for [`s3`]); `start_after` is the last key of the previous
+    /// page, and paging that way yields every key exactly once. A page that is not the last
+    /// holds at least one entry. Damaged values are reported as
     /// [`HeldShare::Corrupt`](bunsan_protocol::message::HeldShare::Corrupt) entries, not as an
     /// error of the whole page.
     async fn inventory(
@@ -102,7 +107,7 @@ pub trait ShareStore: Send + Sync + 'static {
 /// One page of [`ShareStore::inventory`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InventoryPage {
-    /// Checked entries in key order.
+    /// Checked entries in the store's inventory order.
     pub entries: Vec<InventoryEntry>,
     /// True when the store holds nothing after these entries.
     pub exhausted: bool,
@@ -119,18 +124,25 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
-/// Opens the store `backend` for the node holding share `index`; a sled store lives in
-/// `data_dir/shares`.
+/// Opens the store `config` names for the node holding share `index`: a sled store lives in
+/// `data_dir/shares`, an S3 store in the bucket of `config.s3`.
 pub async fn open(
-    backend: StoreBackend,
+    config: &StoreConfig,
     data_dir: &Path,
     index: ShareIndex,
 ) -> Result<Arc<dyn ShareStore>> {
-    Ok(match backend {
+    Ok(match config.backend {
         StoreBackend::Sled => {
             Arc::new(sled::SledStore::open(&data_dir.join("shares"), index).await?)
         }
         StoreBackend::Memory => Arc::new(memory::MemoryStore::new()),
+        StoreBackend::S3 => {
+            let s3 = config.s3.as_ref().ok_or_else(|| crate::Error::Config {
+                path: std::path::PathBuf::from("<store>"),
+                reason: "store.backend = \"s3\" needs a [store.s3] table".to_owned(),
+            })?;
+            Arc::new(s3::S3Store::open(ObjectSite::connect(s3)?, index).await?)
+        }
     })
 }
 
