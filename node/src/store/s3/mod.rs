@@ -149,6 +149,24 @@ impl S3Store {
         Ok(store)
     }
 
+    /// Replaces the highest stored version of `key` on `site` with `raw` as its stored value,
+    /// sealed and framed as this store writes it, bypassing every check: the conformance
+    /// suite's `corrupt` for this backend, on an in-memory site or a real object store.
+    #[doc(hidden)]
+    pub async fn plant_raw_value(site: &ObjectSite, key: &RecordKey, raw: &[u8]) -> Result<()> {
+        let hk = site.hashed("share", key.as_bytes());
+        let top = site
+            .list(&format!("shares/{hk}/"), None, usize::MAX)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Corrupt {
+                key: key.to_string(),
+                reason: "no stored version to damage".to_owned(),
+            })?;
+        let body = site.seal(&top.name, &layout::frame(key.as_bytes(), raw))?;
+        site.put_raw(&top.name, body).await
+    }
+
     /// Objects this process's inventories left out because they did not open.
     pub fn unreadable(&self) -> u64 {
         self.unreadable.load(Ordering::Relaxed)

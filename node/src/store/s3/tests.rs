@@ -78,18 +78,9 @@ impl Harness for S3Harness {
     }
 
     async fn corrupt(&self, key: &RecordKey, raw: &[u8]) {
-        let site = site(&self.backing);
-        let hk = site.hashed("share", key.as_bytes());
-        let top = site
-            .list(&format!("shares/{hk}/"), None, usize::MAX)
+        S3Store::plant_raw_value(&site(&self.backing), key, raw)
             .await
-            .expect("list")
-            .pop()
-            .expect("a stored version");
-        let body = site
-            .seal(&top.name, &frame(key.as_bytes(), raw))
-            .expect("seal");
-        site.put_raw(&top.name, body).await.expect("put raw");
+            .expect("plant a damaged value");
     }
 }
 
