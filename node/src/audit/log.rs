@@ -26,7 +26,7 @@ use super::store::{AuditStore, MemoryAuditStore};
 use crate::error::{Error, Result};
 
 /// The most events one group commit writes; more wait for the next round.
-const BATCH_MAX: usize = 512;
+pub(crate) const BATCH_MAX: usize = 512;
 
 /// Queued events at most; callers wait for room beyond that (backpressure, bounded memory).
 const QUEUE_MAX: usize = 4096;
