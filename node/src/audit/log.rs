@@ -343,7 +343,7 @@ impl Inner {
                 key: event.key.clone(),
                 version: event.version,
                 purpose: event.purpose.clone(),
-                request_id: event.request_id.clone(),
+                request_id: event.request_id,
                 outcome: event.outcome.clone(),
             };
             match AuditRecord::new(&entry, &head) {
@@ -632,3 +632,7 @@ pub(crate) fn now_micros() -> u64 {
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_shared_tests.rs"]
+mod shared_tests;
