@@ -217,8 +217,9 @@ impl AuditStore for S3AuditStore {
         };
         // The cached end is a batch boundary, never beyond the real end: appending there
         // either extends the log or collides (see the module doc). Any other start is refused
-        // unless a fresh listing says it is the end.
-        if first_seq != self.lock().end {
+        // unless a fresh listing says it is the end (as is an empty append, which writes no
+        // object and so can only be checked against a listing).
+        if first_seq != self.lock().end || records.is_empty() {
             let end = self.refresh_end().await?;
             if first_seq != end {
                 return Err(conflict(end));
