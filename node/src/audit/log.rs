@@ -10,6 +10,17 @@
 //! Checkpoints are signed by the same task (so size, root and chain head always agree), every
 //! `checkpoint_interval` when there are new entries, every `checkpoint_entries` entries, and on
 //! demand.
+//!
+//! Several writers on one store (the node processes of a site sharing its S3 log): an append
+//! that finds the store longer than this log ([`Error::AuditConflict`], nothing written) is not
+//! a failure. The writer catches up: it reads the other writers' entries, checks that each
+//! chains on from the one before and sits at its place (if not, the log was tampered with and
+//! is poisoned), adds them to its tree, then numbers and chains the batch again after them and
+//! retries, up to [`APPEND_ATTEMPTS`] times. Callers are answered only after the append that
+//! holds their entry succeeded, with the entry's final number. Before signing, the writer also
+//! catches up, so a checkpoint always covers the store's real end at that moment: every
+//! checkpoint any process signs is the root of a prefix of the one stored log, and any two are
+//! consistent. An idle writer catches up every `checkpoint_interval`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -26,13 +37,19 @@ use super::store::{AuditStore, MemoryAuditStore};
 use crate::error::{Error, Result};
 
 /// The most events one group commit writes; more wait for the next round.
-const BATCH_MAX: usize = 512;
+pub(crate) const BATCH_MAX: usize = 512;
 
 /// Queued events at most; callers wait for room beyond that (backpressure, bounded memory).
 const QUEUE_MAX: usize = 4096;
 
-/// Entries read per page when the log is replayed at start.
+/// Entries read per page when the log is replayed at start or caught up.
 const REPLAY_PAGE: usize = 4096;
+
+/// Appends of one batch tried while other processes sharing the store keep appending first.
+/// Each lost race means another writer made progress, so the log as a whole never stalls;
+/// after this many the batch's requests are refused (not the log poisoned: contention is not
+/// damage), which bounds how long a request waits.
+const APPEND_ATTEMPTS: u32 = 16;
 
 /// When checkpoints are signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +211,9 @@ impl AuditLog {
         }
     }
 
-    /// How many durable entries the log holds.
+    /// How many durable entries the log holds, as far as this process knows: entries other
+    /// processes sharing the store appended count once this one next appends, signs a
+    /// checkpoint, or every `checkpoint_interval`.
     pub fn size(&self) -> u64 {
         self.inner.read_state(|s| s.tree.size())
     }
@@ -247,17 +266,71 @@ impl Inner {
     }
 
     async fn write_batch(&self, events: Vec<(AuditEvent, oneshot::Sender<Result<u64>>)>) {
-        if self.poisoned.load(Ordering::SeqCst) {
-            for (_, reply) in events {
-                let _ = reply.send(Err(poisoned()));
+        let mut pending = events;
+        for attempt in 0..APPEND_ATTEMPTS {
+            if self.poisoned.load(Ordering::SeqCst) {
+                return fail_all(pending, &poisoned());
             }
-            return;
+            let (first, head, last_time, records) = self.number(&mut pending);
+            if records.is_empty() {
+                return;
+            }
+            match self.store.append(first, &records).await {
+                Ok(()) => {
+                    self.commit(first, &records, head, last_time);
+                    for (seq, (_, reply)) in (first..).zip(pending) {
+                        let _ = reply.send(Ok(seq));
+                    }
+                    let (size, signed) =
+                        self.read_state(|s| (s.tree.size(), s.checkpoint_size.unwrap_or(0)));
+                    if size - signed >= self.checkpoint_entries {
+                        if let Err(e) = self.sign_checkpoint().await {
+                            tracing::warn!(error = %e, "could not sign an audit checkpoint");
+                        }
+                    }
+                    return;
+                }
+                // Another process appended first: adopt its entries, renumber, try again.
+                Err(Error::AuditConflict { .. }) => match self.catch_up().await {
+                    Ok(0) => {
+                        // The store said "taken" but shows nothing new yet (a listing that
+                        // lags): wait a little, with jitter so racing writers fall apart.
+                        let wait_ms = rand::random_range(1..=2u64 << attempt.min(5));
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return fail_all(pending, &e),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "audit append failed: refusing every request until restart");
+                    self.poisoned.store(true, Ordering::SeqCst);
+                    return fail_all(pending, &e);
+                }
+            }
         }
+        // Only contention: these requests are refused, later ones try again.
+        tracing::warn!(
+            attempts = APPEND_ATTEMPTS,
+            "other writers kept winning the audit append race: refusing a batch"
+        );
+        let busy = Error::AuditUnavailable {
+            reason: format!("{APPEND_ATTEMPTS} audit appends lost the race to other writers"),
+        };
+        fail_all(pending, &busy);
+    }
+
+    /// Numbers, dates and chains `pending` from the current end of the log; returns where the
+    /// batch starts, the chain head and time after it, and its records (one per event left in
+    /// `pending`; an event that cannot be encoded is answered with its error and removed).
+    fn number(
+        &self,
+        pending: &mut Vec<(AuditEvent, oneshot::Sender<Result<u64>>)>,
+    ) -> (u64, Hash, u64, Vec<AuditRecord>) {
         let (first, mut head, mut last_time) =
             self.read_state(|s| (s.tree.size(), s.head, s.last_time));
-        let mut records = Vec::with_capacity(events.len());
-        let mut waiting = Vec::with_capacity(events.len());
-        for (event, reply) in events {
+        let mut records = Vec::with_capacity(pending.len());
+        let mut kept = Vec::with_capacity(pending.len());
+        for (event, reply) in pending.drain(..) {
             let seq = first + records.len() as u64;
             // Time never goes back along the log, even if the clock does.
             let time_micros = now_micros().max(last_time);
@@ -265,20 +338,20 @@ impl Inner {
                 seq,
                 time_micros,
                 node_id: self.node_id.clone(),
-                actor: event.actor,
-                action: event.action,
-                key: event.key,
+                actor: event.actor.clone(),
+                action: event.action.clone(),
+                key: event.key.clone(),
                 version: event.version,
-                purpose: event.purpose,
+                purpose: event.purpose.clone(),
                 request_id: event.request_id,
-                outcome: event.outcome,
+                outcome: event.outcome.clone(),
             };
             match AuditRecord::new(&entry, &head) {
                 Ok(record) => {
                     head = record.chain;
                     last_time = time_micros;
                     records.push(record);
-                    waiting.push((seq, reply));
+                    kept.push((event, reply));
                 }
                 // Every field is bounded, so this cannot happen for events built here; if it
                 // does, that request is refused rather than logged wrongly.
@@ -287,37 +360,88 @@ impl Inner {
                 }
             }
         }
-        if records.is_empty() {
-            return;
+        *pending = kept;
+        (first, head, last_time, records)
+    }
+
+    /// Adds durable `records` (from `first`, this log's end) to the tree, head and time.
+    fn commit(&self, first: u64, records: &[AuditRecord], head: Hash, last_time: u64) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        debug_assert_eq!(
+            state.tree.size(),
+            first,
+            "only the writer task moves the end"
+        );
+        for record in records {
+            state.tree.push(record.leaf_hash());
         }
-        if let Err(e) = self.store.append(first, &records).await {
-            tracing::error!(error = %e, "audit append failed: refusing every request until restart");
+        state.head = head;
+        state.last_time = state.last_time.max(last_time);
+    }
+
+    /// Adopts the entries other processes sharing the store appended after this log's end,
+    /// checking that each chains on from the one before and sits at its place; returns how
+    /// many. Entries that do not chain, or a damaged store, are tampering: the log is
+    /// poisoned. Only the writer task calls this (and the writer task alone moves the end).
+    async fn catch_up(&self) -> Result<u64> {
+        let end = self.store.size().await?;
+        let (start, mut head, mut last_time) =
+            self.read_state(|s| (s.tree.size(), s.head, s.last_time));
+        let mut adopted = Vec::new();
+        let mut seq = start;
+        while seq < end {
+            let wanted = usize::try_from(end - seq)
+                .unwrap_or(usize::MAX)
+                .min(REPLAY_PAGE);
+            let page = match self.store.read(seq, wanted).await {
+                Ok(page) if page.is_empty() => Err(Error::AuditCorrupt {
+                    seq,
+                    reason: format!("the store holds {end} entries but none from {seq} on"),
+                }),
+                other => other,
+            };
+            let page = page.map_err(|e| self.poison_if_damage(e))?;
+            for record in page {
+                let chain = chain_next(&head, &record.entry);
+                let problem = match AuditEntry::decode(&record.entry) {
+                    _ if chain != record.chain => Some("does not chain from the entry before"),
+                    Ok(entry) if entry.seq != seq => Some("is out of place"),
+                    Ok(entry) if entry.node_id != self.node_id => Some("is another node's"),
+                    Ok(entry) => {
+                        last_time = last_time.max(entry.time_micros);
+                        None
+                    }
+                    Err(_) => Some("cannot be decoded"),
+                };
+                if let Some(problem) = problem {
+                    return Err(self.poison_if_damage(Error::AuditCorrupt {
+                        seq,
+                        reason: format!("an entry another writer appended {problem}"),
+                    }));
+                }
+                head = chain;
+                adopted.push(record);
+                seq += 1;
+            }
+        }
+        if !adopted.is_empty() {
+            self.commit(start, &adopted, head, last_time);
+        }
+        Ok(seq - start)
+    }
+
+    /// Poisons the log if `error` says the stored log is damaged; passes it on.
+    fn poison_if_damage(&self, error: Error) -> Error {
+        if let Error::AuditCorrupt { seq, reason } = &error {
+            tracing::error!(
+                seq,
+                reason,
+                node = self.node_id,
+                "the shared audit log was altered: refusing every request until restart"
+            );
             self.poisoned.store(true, Ordering::SeqCst);
-            let reason = e.to_string();
-            for (_, reply) in waiting {
-                let _ = reply.send(Err(Error::AuditUnavailable {
-                    reason: reason.clone(),
-                }));
-            }
-            return;
         }
-        {
-            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-            for record in &records {
-                state.tree.push(record.leaf_hash());
-            }
-            state.head = head;
-            state.last_time = last_time;
-        }
-        for (seq, reply) in waiting {
-            let _ = reply.send(Ok(seq));
-        }
-        let (size, signed) = self.read_state(|s| (s.tree.size(), s.checkpoint_size.unwrap_or(0)));
-        if size - signed >= self.checkpoint_entries {
-            if let Err(e) = self.sign_checkpoint().await {
-                tracing::warn!(error = %e, "could not sign an audit checkpoint");
-            }
-        }
+        error
     }
 
     /// Signs a checkpoint of the current log unless the latest already covers it; returns the
@@ -329,6 +453,9 @@ impl Inner {
             .ok_or_else(|| Error::AuditUnavailable {
                 reason: "this node has no signing key, so it signs no checkpoints".to_owned(),
             })?;
+        // A checkpoint covers only entries really in the store, up to its real end: then the
+        // checkpoints every process sharing the store signs are prefixes of one log.
+        self.catch_up().await?;
         let (size, root, head, signed) = self.read_state(|s| {
             let size = s.tree.size();
             (size, s.tree.root(size), s.head, s.checkpoint_size)
@@ -393,6 +520,12 @@ async fn writer(inner: Arc<Inner>, mut queue: mpsc::Receiver<Command>, interval:
                 }
             }
             _ = ticker.tick() => {
+                // Adopt what other processes appended, even when this one is idle.
+                if !inner.poisoned.load(Ordering::SeqCst) {
+                    if let Err(e) = inner.catch_up().await {
+                        tracing::warn!(error = %e, "could not read the audit store's new entries");
+                    }
+                }
                 let (size, signed) = inner.read_state(|s| (s.tree.size(), s.checkpoint_size));
                 if size > 0 && signed != Some(size) && inner.signing.is_some() {
                     if let Err(e) = inner.sign_checkpoint().await {
@@ -463,6 +596,19 @@ async fn replay(node_id: &str, store: &dyn AuditStore) -> Result<State> {
     Ok(state)
 }
 
+/// Refuses every request in `pending` with `error` (as [`Error::AuditUnavailable`]).
+fn fail_all(pending: Vec<(AuditEvent, oneshot::Sender<Result<u64>>)>, error: &Error) {
+    let reason = match error {
+        Error::AuditUnavailable { reason } => reason.clone(),
+        other => other.to_string(),
+    };
+    for (_, reply) in pending {
+        let _ = reply.send(Err(Error::AuditUnavailable {
+            reason: reason.clone(),
+        }));
+    }
+}
+
 fn poisoned() -> Error {
     Error::AuditUnavailable {
         reason: "an earlier audit write failed; the node must be restarted".to_owned(),
@@ -486,3 +632,7 @@ pub(crate) fn now_micros() -> u64 {
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_shared_tests.rs"]
+mod shared_tests;

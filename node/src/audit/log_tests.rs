@@ -10,7 +10,7 @@ use super::*;
 use crate::audit::event::AuditEvent;
 use crate::audit::store::MemoryAuditStore;
 
-fn event(action: &str) -> AuditEvent {
+pub(super) fn event(action: &str) -> AuditEvent {
     AuditEvent {
         actor: Actor::Node,
         action: action.to_owned(),
@@ -145,6 +145,15 @@ async fn checkpoints_are_signed_on_demand_every_n_entries_and_survive_a_restart(
 
 /// A signing identity from a throw-away CA, and its public key.
 fn bunsan_protocol_test_ca() -> (SigningIdentity, bunsan_protocol::node_key::NodeKey) {
+    let (mut identities, public) = test_identities(1);
+    (identities.remove(0), public)
+}
+
+/// `n` signing identities of one node (its processes share key and certificate), from a
+/// throw-away CA, and the node's public key.
+pub(super) fn test_identities(
+    n: usize,
+) -> (Vec<SigningIdentity>, bunsan_protocol::node_key::NodeKey) {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::default();
     params
@@ -164,19 +173,18 @@ fn bunsan_protocol_test_ca() -> (SigningIdentity, bunsan_protocol::node_key::Nod
             .expect("uri"),
     ));
     let cert = node.signed_by(&node_key, &issuer).expect("cert");
-    let signer = bunsan_protocol::node_key::NodeSigner::new(
-        ca_cert.der(),
-        cert.der(),
-        &node_key.serialize_der(),
-    )
-    .expect("signer");
-    let public = signer.public().clone();
-    (
-        SigningIdentity {
-            signer,
+    let identities: Vec<SigningIdentity> = (0..n)
+        .map(|_| SigningIdentity {
+            signer: bunsan_protocol::node_key::NodeSigner::new(
+                ca_cert.der(),
+                cert.der(),
+                &node_key.serialize_der(),
+            )
+            .expect("signer"),
             certificate: cert.der().to_vec(),
             ca: ca_cert.der().to_vec(),
-        },
-        public,
-    )
+        })
+        .collect();
+    let public = identities[0].signer.public().clone();
+    (identities, public)
 }

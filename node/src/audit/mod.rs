@@ -4,13 +4,14 @@
 //!
 //! ```text
 //! Handler::handle ─ AuditEvent ─▶ AuditLog (writer task: number, date, chain, group commit)
-//!                                    └─▶ AuditStore (sled in data_dir/audit | memory)
+//!                                    └─▶ AuditStore (sled in data_dir/audit | S3 bucket | memory)
 //! answer sent only after the append is durable; a failed append refuses the request
 //! Witness ─ every cosign_interval ─▶ each other node: checkpoint + proof ─▶ cosign ─▶ send back
 //! ```
 //!
 //! - [`store`]: the [`AuditStore`] trait and the memory backend; [`sled`]: the durable one;
-//!   [`conformance`]: the suite both pass.
+//!   [`s3`]: one log shared by every process of a site in its bucket; [`conformance`]: the
+//!   suite all pass.
 //! - [`log`]: [`AuditLog`]: appends, the in-memory Merkle tree, checkpoint signing.
 //! - [`event`]: requests and answers to [`AuditEvent`]s.
 //! - `service`: the answers to audit queries; [`witness`]: cosigning the other nodes' logs.
@@ -19,6 +20,7 @@
 pub mod conformance;
 pub mod event;
 pub mod log;
+pub mod s3;
 pub(crate) mod service;
 pub mod sled;
 pub mod store;
