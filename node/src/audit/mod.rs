@@ -41,16 +41,21 @@ pub use witness::Witness;
 use crate::config::{NodeConfig, StoreBackend};
 use crate::error::{Error, Result};
 
-/// Opens the audit store `config` asks for: sled in `data_dir/audit`, or memory with the
-/// memory share backend.
+/// Opens the audit store `config` asks for: sled in `data_dir/audit`, memory with the memory
+/// share backend, or the site's bucket (shared by every process of the site) with the S3 one.
 pub async fn open_store(config: &NodeConfig) -> Result<Arc<dyn AuditStore>> {
     Ok(match config.store.backend {
-        // Until the object-store audit log (audit::s3) lands, an S3 node keeps its audit log
-        // in sled on local disk.
-        StoreBackend::Sled | StoreBackend::S3 => {
+        StoreBackend::Sled => {
             sled::SledAuditStore::open(&config.data_dir.join("audit"), &config.id).await?
         }
         StoreBackend::Memory => Arc::new(MemoryAuditStore::new()),
+        StoreBackend::S3 => {
+            let s3 = config.store.s3.as_ref().ok_or_else(|| Error::Config {
+                path: std::path::PathBuf::from("<store>"),
+                reason: "store.backend = \"s3\" needs a [store.s3] table".to_owned(),
+            })?;
+            s3::open(crate::objstore::ObjectSite::connect(s3)?).await?
+        }
     })
 }
 
