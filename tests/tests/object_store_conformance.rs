@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use bunsan_node::audit::AuditStore;
 use bunsan_node::objstore::{ObjectSite, S3Config};
 use bunsan_node::store::s3::S3Store;
 use bunsan_node::store::ShareStore;
@@ -79,3 +80,26 @@ impl bunsan_node::store::conformance::Harness for GarageShares {
 }
 
 bunsan_node::share_store_conformance_tests!(GarageShares { site: fresh_site() });
+
+struct GarageAudit {
+    site: ObjectSite,
+}
+
+#[async_trait]
+impl bunsan_node::audit::conformance::Harness for GarageAudit {
+    async fn open(&self) -> Arc<dyn AuditStore> {
+        bunsan_node::audit::s3::open(self.site.clone())
+            .await
+            .expect("open the S3 audit store on Garage")
+    }
+
+    async fn reopen(&self, store: Arc<dyn AuditStore>) -> Arc<dyn AuditStore> {
+        drop(store);
+        self.open().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_store_passes_the_conformance_suite_on_garage() {
+    bunsan_node::audit::conformance::run_all(&GarageAudit { site: fresh_site() }).await;
+}
