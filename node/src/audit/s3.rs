@@ -4,21 +4,36 @@
 //! Object layout below the site's prefix (bodies sealed by [`ObjectSite`], names in clear):
 //!
 //! ```text
-//! audit/entries/<first seq, 20 digits>   one appended batch, write-once (If-None-Match: *)
-//! audit/head                             hint: (start, end) of a recent batch, replaced
+//! audit/entries/<first seq, 20 digits>-<writer tag, 16 hex>   one appended batch, never replaced
+//! audit/head                             hint: (start, end, writer tag) of a recent batch, replaced
 //! audit/checkpoints/<size, 20 digits>    a signed checkpoint note, replaced (cosignatures)
 //! audit/witnessed/<hashed log name>      (log, newest cosigned checkpoint of it), replaced
 //! ```
 //!
-//! **Why a batch can never land inside another one.** An append of entries `s..s+n` is one
-//! object named `s`, created only if no object of that name exists; an existing name is
-//! [`Error::AuditConflict`] and nothing is written. The batches thus tile the log: each starts
-//! where the previous ended. A writer learns where the log ends only from batch boundaries (the
-//! end of the last batch it listed or wrote), so every end it ever believes in is either the real
-//! end or the start of a batch written since; appending there either extends the log or collides
-//! with that batch's name. A stale writer always collides, never overwrites, and never starts a
-//! batch in the middle of another. No lock, lease or clock is needed, only the conditional put
-//! and name-ordered, read-after-write-consistent listings (AWS S3, Ceph RGW, MinIO, Garage).
+//! **Why one batch, and only one, survives at each position.** The writer tag is random per
+//! opened [`S3AuditStore`], so no process ever writes under a name another one writes: nothing
+//! is overwritten even by a store that ignores conditional puts. (Batches are still created with
+//! `If-None-Match: *`, harmless where honoured; Garage 2.5.0 ignores it and replaces the object.)
+//! An append of entries `s..s+n` first checks `s` against the cached end (a batch boundary never
+//! beyond the real end), then writes, then checks: (1) it creates its batch `s-<tag>`; (2) it
+//! lists the names starting at `s`; (3) if its batch is the only one there, the append succeeded;
+//! if another writer's batch also starts at `s`, it deletes its own (nothing was acknowledged)
+//! and reports [`Error::AuditConflict`], so the [`super::AuditLog`] catches up and retries.
+//! Batches starting after `s` do not matter (someone saw this one alone and extended it). With
+//! listings that reflect every completed create and delete (AWS S3, Ceph RGW, MinIO, Garage), of
+//! two writers at one position the one that lists later sees the other's batch, so at most one
+//! writer ever sees only its own; a writer that sees a rival deletes its own before answering
+//! anyone. A writer killed between its create and its check leaves a batch that is either alone
+//! (it becomes part of the log: its requests were never answered, so the log only over-reports)
+//! or next to a rival's (the rival deletes its own). So at most one batch per position is ever
+//! acknowledged, an acknowledged batch is never deleted, and the batches tile the log: each
+//! starts where the previous one ended, because a writer learns where the log ends only from
+//! batch boundaries. No lock, lease or clock is needed.
+//!
+//! **Contested positions.** While a losing writer has not yet deleted its batch, two names share
+//! a start. Every reader of the listing (finding the end, reading, opening) waits such a contest
+//! out, listing again after 25 ms, 50 ms, ... (about 2 s in all); a contest that outlasts that is
+//! reported as [`Error::AuditCorrupt`] at its start.
 //!
 //! **Finding the end.** The end is cached in memory; [`AuditStore::size`] lists only the names
 //! after it, so another process's batches are found at the cost of one listing plus one GET per
@@ -35,11 +50,23 @@
 //! copied under another name fails to open (the name is the AEAD associated data); damage is
 //! reported as [`Error::AuditCorrupt`] with the sequence number, never panicked on.
 //!
+//! Known gaps of write-then-check: (a) a reader that lists a batch in the moment between its
+//! create and its writer's check, while a stale writer creates a rival at the same start, adopts
+//! a batch whose writer then sees that rival and deletes it (unacknowledged, but the reader may
+//! already have built on it); (b) a stale writer killed between its create and its check, next
+//! to a batch that already won, leaves a contest nobody resolves ([`Error::AuditCorrupt`] until
+//! an operator deletes the loser, the name not in the head hint); (c) two writers at one
+//! position that see each other both withdraw, so heavy contention can use up the
+//! [`super::AuditLog`]'s retries. All need a rival created inside one writer's create-to-list
+//! window; (a) is hit in tests (a reader finds a listed batch gone and lists again, but one it
+//! read before the deletion stays adopted).
+//!
 //! Not done: compaction of many small batches (a quiet node writes one object per request, and a
 //! full replay costs one GET per batch, eight at a time); cosignatures added by two processes
 //! at once to one checkpoint can lose one (each process serialises only its own).
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bunsan_protocol::audit::AuditRecord;
@@ -61,6 +88,15 @@ const BODY_FORMAT: u8 = 1;
 /// Names asked for per listing request (S3 answers at most 1000 per page anyway).
 const LIST_PAGE: usize = 1000;
 
+/// The first wait before listing a contested start again (doubling after each listing).
+const CONTEST_FIRST_WAIT: Duration = Duration::from_millis(25);
+
+/// How long in all a contested start is waited for before it is reported as damage.
+const CONTEST_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How often a listing is repeated because a batch in it was deleted before it was read.
+const VANISHED_RELISTS: u32 = 8;
+
 /// Batches fetched at once while reading: enough to hide round trips, few enough not to be
 /// throttled.
 const GETS_IN_FLIGHT: usize = 8;
@@ -69,6 +105,10 @@ const GETS_IN_FLIGHT: usize = 8;
 /// number of processes, may serve one site's log at once.
 pub struct S3AuditStore {
     site: ObjectSite,
+    /// This instance's writer tag: part of every batch name it writes, and of no other.
+    tag: u64,
+    /// Held through an append, so two appends of this instance never share a batch name.
+    appending: tokio::sync::Mutex<()>,
     known: Mutex<Known>,
 }
 
@@ -85,6 +125,7 @@ impl std::fmt::Debug for S3AuditStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3AuditStore")
             .field("site", &self.site)
+            .field("tag", &format_args!("{:016x}", self.tag))
             .field("known", &*self.lock())
             .finish()
     }
@@ -95,17 +136,19 @@ impl std::fmt::Debug for S3AuditStore {
 pub async fn open(site: ObjectSite) -> Result<Arc<S3AuditStore>> {
     let hinted = match site.get(HEAD).await {
         Ok(Some(body)) => match decode_head(&body) {
-            Some((start, end)) => match batch_count(&site, start).await {
-                Ok(Some(count)) if start + count == end => end,
-                _ => {
-                    tracing::warn!(
-                        start,
-                        end,
-                        "the audit head names no such batch: listing the whole log"
-                    );
-                    0
+            Some((start, end, tag)) => {
+                match batch_count(&site, &entry_name(start, tag), start).await {
+                    Ok(Some(count)) if start + count == end => end,
+                    _ => {
+                        tracing::warn!(
+                            start,
+                            end,
+                            "the audit head names no such batch: listing the whole log"
+                        );
+                        0
+                    }
                 }
-            },
+            }
             None => {
                 tracing::warn!("the audit head is malformed: listing the whole log");
                 0
@@ -119,6 +162,8 @@ pub async fn open(site: ObjectSite) -> Result<Arc<S3AuditStore>> {
     };
     let store = S3AuditStore {
         site,
+        tag: rand::random(),
+        appending: tokio::sync::Mutex::new(()),
         known: Mutex::new(Known {
             end: hinted,
             latest_checkpoint: None,
@@ -141,12 +186,12 @@ impl S3AuditStore {
     /// Lists the batches after the known end, checks that they tile, and moves the end.
     async fn refresh_end(&self) -> Result<u64> {
         let mut end = self.lock().end;
+        // A batch listed alone may be a loser's that is deleted before it is read: list again.
+        let mut vanishings = 0;
         loop {
-            let after = end.checked_sub(1).map(entry_name);
-            let page = self.site.list(ENTRIES, after.as_deref(), LIST_PAGE).await?;
-            let full = page.len() == LIST_PAGE;
-            for listed in page {
-                let start = entry_seq(&listed.name)?;
+            let page = self.batches(end, u64::MAX).await?;
+            let mut relist = false;
+            for (start, name) in page.batches {
                 if start != end {
                     return Err(Error::AuditCorrupt {
                         seq: end,
@@ -155,18 +200,131 @@ impl S3AuditStore {
                         ),
                     });
                 }
-                end = start
-                    + batch_count(&self.site, start)
-                        .await?
-                        .ok_or_else(|| vanished(start))?;
+                match batch_count(&self.site, &name, start).await? {
+                    Some(count) => end = start + count,
+                    None if vanishings < VANISHED_RELISTS => {
+                        vanishings += 1;
+                        relist = true;
+                        break;
+                    }
+                    None => return Err(vanished(start)),
+                }
             }
-            if !full {
+            if !relist && !page.more {
                 break;
             }
         }
         let mut known = self.lock();
         known.end = known.end.max(end);
         Ok(known.end)
+    }
+
+    /// One page of the batches starting at `from` or later, in order, as (start, name), every
+    /// contested start among those before `until` waited out (see the module doc).
+    async fn batches(&self, from: u64, until: u64) -> Result<BatchPage> {
+        let mut wait = CONTEST_FIRST_WAIT;
+        let mut waited = Duration::ZERO;
+        loop {
+            let (page, contested) = self.batch_page(from, until).await?;
+            let Some(start) = contested else {
+                return Ok(page);
+            };
+            if waited >= CONTEST_PATIENCE {
+                return Err(Error::AuditCorrupt {
+                    seq: start,
+                    reason: format!(
+                        "two batches claim entry {start} and no writer withdrew its own within {CONTEST_PATIENCE:?}"
+                    ),
+                });
+            }
+            let nap = wait.min(CONTEST_PATIENCE - waited);
+            tokio::time::sleep(nap).await;
+            waited += nap;
+            wait *= 2;
+        }
+    }
+
+    /// One listing for [`Self::batches`], and the first contested start before `until` in it.
+    async fn batch_page(&self, from: u64, until: u64) -> Result<(BatchPage, Option<u64>)> {
+        let mut listed = self.list_batches(from, LIST_PAGE).await?;
+        let full = listed.len() == LIST_PAGE;
+        let mut page = BatchPage::default();
+        if let Some(at) = listed.iter().position(|(start, _)| *start >= until) {
+            page.beyond = Some(listed[at].0);
+            listed.truncate(at);
+        } else if full {
+            // The last start listed may have more names on the next page: list it again then.
+            let last = listed[LIST_PAGE - 1].0;
+            let at = listed.iter().position(|(start, _)| *start == last);
+            if at == Some(0) {
+                // A whole page of names with one start.
+                return Ok((page, Some(last)));
+            }
+            listed.truncate(at.unwrap_or(LIST_PAGE));
+            page.more = true;
+        }
+        let contested = listed
+            .windows(2)
+            .find(|pair| pair[0].0 == pair[1].0)
+            .map(|pair| pair[0].0);
+        page.batches = listed;
+        Ok((page, contested))
+    }
+
+    /// Up to `limit` raw batch names starting at `from` or later, as (start, name), contests
+    /// and all.
+    async fn list_batches(&self, from: u64, limit: usize) -> Result<Vec<(u64, String)>> {
+        // Every name of start `from - 1` is `<digits>-<hex>`, and `g` sorts after any hex digit.
+        let offset = from
+            .checked_sub(1)
+            .map(|before| format!("{ENTRIES}{before:020}-g"));
+        self.site
+            .list(ENTRIES, offset.as_deref(), limit)
+            .await?
+            .into_iter()
+            .map(|listed| Ok((entry_seq(&listed.name)?, listed.name)))
+            .collect()
+    }
+
+    /// This store's name for a batch starting at `start`.
+    fn own_entry_name(&self, start: u64) -> String {
+        entry_name(start, self.tag)
+    }
+
+    /// Step (3) of an append (see the module doc): our batch `name` of `count` entries at
+    /// `first_seq` exists; it stays if it is alone there, else it is deleted and the append
+    /// is an [`Error::AuditConflict`].
+    async fn settle_after_create(&self, first_seq: u64, name: &str, count: u64) -> Result<()> {
+        // The names at `first_seq` come first: of two, one is ours or both are rivals.
+        let listed = self.list_batches(first_seq, 2).await?;
+        let at_start = || listed.iter().filter(|(start, _)| *start == first_seq);
+        if at_start().any(|(_, listed)| listed != name) {
+            self.site.delete(name).await?;
+            return Err(Error::AuditConflict {
+                seq: first_seq,
+                len: self.refresh_end().await?,
+            });
+        }
+        if at_start().next().is_none() {
+            return Err(Error::AuditUnavailable {
+                reason: format!(
+                    "the audit batch {name} is not listed right after its create: the object store's listings are not read-after-write consistent"
+                ),
+            });
+        }
+        let end = first_seq + count;
+        {
+            let mut known = self.lock();
+            known.end = known.end.max(end);
+        }
+        if let Err(e) = self
+            .site
+            .replace(HEAD, &encode_head(first_seq, end, self.tag))
+            .await
+        {
+            tracing::warn!(error = %e, "could not update the audit head hint");
+        }
+        Ok(())
     }
 
     async fn get_note(&self, name: &str, seq: u64) -> Result<Option<String>> {
@@ -215,6 +373,7 @@ impl AuditStore for S3AuditStore {
             seq: first_seq,
             len,
         };
+        let _appending = self.appending.lock().await;
         // The cached end is a batch boundary, never beyond the real end: appending there
         // either extends the log or collides (see the module doc). Any other start is refused
         // unless a fresh listing says it is the end (as is an empty append, which writes no
@@ -228,20 +387,15 @@ impl AuditStore for S3AuditStore {
         if records.is_empty() {
             return Ok(());
         }
-        let name = entry_name(first_seq);
+        let name = self.own_entry_name(first_seq);
         match self.site.create(&name, &encode_batch(records)).await? {
             Created::New => {}
+            // Only a batch of ours from an append that failed after its create: it may be part
+            // of the log now.
             Created::AlreadyExists => return Err(conflict(self.refresh_end().await?)),
         }
-        let end = first_seq + records.len() as u64;
-        {
-            let mut known = self.lock();
-            known.end = known.end.max(end);
-        }
-        if let Err(e) = self.site.replace(HEAD, &encode_head(first_seq, end)).await {
-            tracing::warn!(error = %e, "could not update the audit head hint");
-        }
-        Ok(())
+        self.settle_after_create(first_seq, &name, records.len() as u64)
+            .await
     }
 
     async fn read(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
@@ -251,22 +405,12 @@ impl AuditStore for S3AuditStore {
         }
         // The batch holding `from` starts after `from - BATCH_MAX`; every batch starting
         // before `until` is needed.
-        let mut offset = from.checked_sub(BATCH_MAX as u64).map(entry_name);
-        let mut starts = Vec::new();
+        let mut position = from.saturating_sub(BATCH_MAX as u64 - 1);
+        let mut starts: Vec<(u64, String)> = Vec::new();
         // The first batch after those read, which must start where they end.
-        let mut next_start = None;
-        'listing: loop {
-            let page = self
-                .site
-                .list(ENTRIES, offset.as_deref(), LIST_PAGE)
-                .await?;
-            let full = page.len() == LIST_PAGE;
-            for listed in &page {
-                let start = entry_seq(&listed.name)?;
-                if start >= until {
-                    next_start = Some(start);
-                    break 'listing;
-                }
+        let next_start = loop {
+            let page = self.batches(position, until).await?;
+            for (start, name) in page.batches {
                 if start > from && starts.is_empty() {
                     return Err(Error::AuditCorrupt {
                         seq: from,
@@ -276,23 +420,24 @@ impl AuditStore for S3AuditStore {
                 if start <= from {
                     starts.clear();
                 }
-                starts.push(start);
+                position = start + 1;
+                starts.push((start, name));
             }
-            match page.last() {
-                Some(last) if full => offset = Some(last.name.clone()),
-                _ => break,
+            if page.beyond.is_some() || !page.more {
+                break page.beyond;
             }
-        }
+        };
         let site = &self.site;
-        let mut batches = futures_util::stream::iter(starts.into_iter().map(|start| async move {
-            let body = site
-                .get(&entry_name(start))
-                .await
-                .map_err(|e| corrupt(start, e))?
-                .ok_or_else(|| vanished(start))?;
-            Ok::<_, Error>((start, decode_batch(start, &body)?))
-        }))
-        .buffered(GETS_IN_FLIGHT);
+        let mut batches =
+            futures_util::stream::iter(starts.into_iter().map(|(start, name)| async move {
+                let body = site
+                    .get(&name)
+                    .await
+                    .map_err(|e| corrupt(start, e))?
+                    .ok_or_else(|| vanished(start))?;
+                Ok::<_, Error>((start, decode_batch(start, &body)?))
+            }))
+            .buffered(GETS_IN_FLIGHT);
         let mut out = Vec::new();
         let mut expected = None;
         while let Some((start, batch)) = batches.try_next().await? {
@@ -432,36 +577,61 @@ impl AuditStore for S3AuditStore {
     }
 }
 
-fn entry_name(seq: u64) -> String {
-    format!("{ENTRIES}{seq:020}")
+/// One page of [`S3AuditStore::batches`].
+#[derive(Debug, Default)]
+struct BatchPage {
+    /// (start, name) of the batches listed before `until`, in order, no start twice.
+    batches: Vec<(u64, String)>,
+    /// The first start at or after `until`, if the listing reached one.
+    beyond: Option<u64>,
+    /// Whether batches before `until` may follow the last one returned.
+    more: bool,
+}
+
+fn entry_name(seq: u64, tag: u64) -> String {
+    format!("{ENTRIES}{seq:020}-{tag:016x}")
 }
 
 fn checkpoint_name(size: u64) -> String {
     format!("{CHECKPOINTS}{size:020}")
 }
 
+/// The start of a listed `audit/entries/<20 digits>-<16 hex>` name; anything else is damage.
 fn entry_seq(name: &str) -> Result<u64> {
-    seq_in(name, ENTRIES)
+    name.strip_prefix(ENTRIES)
+        .and_then(|rest| rest.split_once('-'))
+        .filter(|(_, tag)| {
+            tag.len() == 16 && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+        .and_then(|(digits, _)| twenty_digits(digits))
+        .ok_or_else(|| unexpected(name))
 }
 
 /// The number in a listed `folder/<20 digits>` name; anything else in the folder is damage.
 fn seq_in(name: &str, folder: &str) -> Result<u64> {
     name.strip_prefix(folder)
-        .filter(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|digits| digits.parse().ok())
-        .ok_or_else(|| Error::AuditCorrupt {
-            seq: u64::MAX,
-            reason: format!("unexpected object {name} in the audit log"),
-        })
+        .and_then(twenty_digits)
+        .ok_or_else(|| unexpected(name))
 }
 
-/// The count of entries in the batch starting at `start`, or `None` if there is none.
-async fn batch_count(site: &ObjectSite, start: u64) -> Result<Option<u64>> {
-    let Some(body) = site
-        .get(&entry_name(start))
-        .await
-        .map_err(|e| corrupt(start, e))?
-    else {
+fn twenty_digits(digits: &str) -> Option<u64> {
+    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn unexpected(name: &str) -> Error {
+    Error::AuditCorrupt {
+        seq: u64::MAX,
+        reason: format!("unexpected object {name} in the audit log"),
+    }
+}
+
+/// The count of entries in the batch `name` starting at `start`, or `None` if there is none.
+async fn batch_count(site: &ObjectSite, name: &str, start: u64) -> Result<Option<u64>> {
+    let Some(body) = site.get(name).await.map_err(|e| corrupt(start, e))? else {
         return Ok(None);
     };
     Ok(Some(decode_batch(start, &body)?.len() as u64))
@@ -522,22 +692,28 @@ fn decode_batch(start: u64, body: &[u8]) -> Result<Vec<AuditRecord>> {
     Ok(records)
 }
 
-fn encode_head(start: u64, end: u64) -> Vec<u8> {
+/// `format ‖ start u64 ‖ end u64 ‖ writer tag u64`: names the batch `start-tag`.
+fn encode_head(start: u64, end: u64, tag: u64) -> Vec<u8> {
     let mut body = vec![BODY_FORMAT];
     body.extend_from_slice(&start.to_be_bytes());
     body.extend_from_slice(&end.to_be_bytes());
+    body.extend_from_slice(&tag.to_be_bytes());
     body
 }
 
-fn decode_head(body: &[u8]) -> Option<(u64, u64)> {
+fn decode_head(body: &[u8]) -> Option<(u64, u64, u64)> {
     let (&BODY_FORMAT, rest) = body.split_first()? else {
         return None;
     };
-    let rest: &[u8; 16] = rest.try_into().ok()?;
-    let (start, end) = rest.split_at(8);
-    let start = u64::from_be_bytes(start.try_into().ok()?);
-    let end = u64::from_be_bytes(end.try_into().ok()?);
-    (start < end).then_some((start, end))
+    let (start, rest) = rest.split_first_chunk::<8>()?;
+    let (end, tag) = rest.split_first_chunk::<8>()?;
+    let tag: &[u8; 8] = tag.try_into().ok()?;
+    let (start, end, tag) = (
+        u64::from_be_bytes(*start),
+        u64::from_be_bytes(*end),
+        u64::from_be_bytes(*tag),
+    );
+    (start < end).then_some((start, end, tag))
 }
 
 /// A body that does not open (or a failed GET) while reading entry `seq`, as the audit error.
