@@ -51,15 +51,15 @@
 //! before that first sighting, so it is past its deadline and either never passes step 3 or
 //! finds `B` gone in step 4. A writer dying between create and marker thus costs at most
 //! 2 × [`MARK_DEADLINE`] (plus one append) of refused audit appends at that position, never a
-//! stuck log. The [`super::AuditLog`]'s retries (16, with a few ms of jitter each) do not
+//! stuck log. The [`super::AuditLog`]'s retries (at most 32 ms of jitter each) do not
 //! bridge that: the requests of that window are refused with [`Error::AuditUnavailable`] (no
 //! poisoning; the log stays open) and the first append after the window succeeds. Chosen over
 //! waiting inside the store for the whole window so that no request waits long for the audit
 //! log and the writer task is never blocked for 20 s. The store waits only briefly: a writer
-//! that withdraws before an unmarked rival first seen less than `RIVAL_PATIENCE` (250 ms) ago waits up
-//! to that long for it to be marked or withdrawn (normally milliseconds), so the conflict
-//! reports the rival's entries and the retry does not just collide again; a rival seen for
-//! longer (probably abandoned) gets a conflict at once.
+//! that withdraws before an unmarked rival first seen less than `RIVAL_PATIENCE` (250 ms) ago
+//! waits up to that long for it to be marked or withdrawn (normally milliseconds), so the
+//! conflict reports the rival's entries and the retry does not just collide again; a rival seen
+//! for longer (probably abandoned) gets a conflict at once.
 //!
 //! **Markers without a batch.** A withdrawing writer in step 4 deletes its marker right after
 //! finding `B` gone, so readers wait such a marker out, listing again after 25 ms, 50 ms, ...
@@ -95,8 +95,9 @@
 //! requests are refused), but a reader that listed in that moment may have read the batch; (b)
 //! a writer killed in step 4 after finding `B` gone and before deleting `M` leaves a marker
 //! without a batch ([`Error::AuditCorrupt`] until an operator deletes it); (c) two writers at
-//! one position that see each other both withdraw, so heavy contention can use up the
-//! [`super::AuditLog`]'s retries (requests refused, not the log poisoned).
+//! one position that see each other both withdraw, and a writer that lost catches up more
+//! slowly than the winner starts its next batch, so heavy contention can use up the
+//! [`super::AuditLog`]'s retries (64; requests refused, not the log poisoned).
 //!
 //! Not done: compaction of many small batches (a quiet node writes two objects per request,
 //! and a full replay costs one GET per batch, eight at a time); cosignatures added by two
