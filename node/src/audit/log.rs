@@ -48,8 +48,10 @@ const REPLAY_PAGE: usize = 4096;
 /// Appends of one batch tried while other processes sharing the store keep appending first.
 /// Each lost race means another writer made progress, so the log as a whole never stalls;
 /// after this many the batch's requests are refused (not the log poisoned: contention is not
-/// damage), which bounds how long a request waits.
-const APPEND_ATTEMPTS: u32 = 16;
+/// damage), which bounds how long a request waits. Generous, because a writer that just
+/// lost catches up more slowly than the winner starts its next batch (object-store round
+/// trips), so a busy winner can win many rounds in a row.
+const APPEND_ATTEMPTS: u32 = 64;
 
 /// When checkpoints are signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
