@@ -150,6 +150,12 @@ pub struct Listed {
 
 const SEAL_FORMAT: u8 = 1;
 
+/// The longest one request may take, and the longest its retries may go on. Bounded well below
+/// the audit store's commit deadline (`audit::s3::MARK_DEADLINE`, 10 s): a commit marker must
+/// land before other processes may judge its batch abandoned. A share of a 4 MiB chunk needs
+/// about 1 MB/s to the object store to fit.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 impl ObjectSite {
     /// Connects to the bucket described by `config` (no request is made yet) with the
     /// sealing key and credentials it names.
@@ -162,7 +168,17 @@ impl ObjectSite {
             .with_region(&config.region)
             .with_allow_http(config.allow_http)
             // Path-style addressing works with every S3-compatible server.
-            .with_virtual_hosted_style_request(false);
+            .with_virtual_hosted_style_request(false)
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(REQUEST_TIMEOUT)
+                    .with_connect_timeout(REQUEST_TIMEOUT),
+            )
+            .with_retry(object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: REQUEST_TIMEOUT,
+                ..object_store::RetryConfig::default()
+            });
         match &config.credentials {
             Some(path) => {
                 let credentials = read_credentials(path)?;
