@@ -86,6 +86,47 @@ async fn writer(
     }
 }
 
+/// The one outcome the model does not promise but the store allows (a known limit, in
+/// docs/ARCHITECTURE.md, invariant 5): after the last acknowledged operation on `key`, later
+/// writes that were *not* acknowledged each reached a few nodes, and since a node keeps only
+/// its highest version, no version is left on k nodes. The read must then fail with
+/// `NotEnoughShares`, and the nodes' own listings must show that fragmentation; anything else
+/// (a wrong record, a version on k nodes that does not read) is still a failure.
+async fn fragmented_by_later_failed_writes(
+    cluster: &LocalCluster,
+    key: &RecordKey,
+    history: &KeyHistory,
+    read_error: Option<&Error>,
+) -> bool {
+    if !matches!(read_error, Some(Error::NotEnoughShares { .. })) {
+        return false;
+    }
+    let last_acked = history.ops.iter().rposition(|(_, acked)| *acked);
+    let unacked_after = last_acked.map_or(0, |at| history.ops.len() - at - 1);
+    if unacked_after == 0 {
+        return false;
+    }
+    let admin = client(cluster, "admin");
+    let mut holders: BTreeMap<Version, usize> = BTreeMap::new();
+    for node in &cluster.manifest().nodes {
+        let Ok(entries) = admin.list_node_by_id(&node.id, key.as_str(), true).await else {
+            return false;
+        };
+        for entry in entries.into_iter().filter(|entry| &entry.key == key) {
+            *holders.entry(entry.version).or_default() += 1;
+        }
+    }
+    let threshold = usize::from(cluster.manifest().threshold);
+    let fragmented = holders.values().all(|&count| count < threshold);
+    if fragmented {
+        eprintln!(
+            "{key}: {unacked_after} unacknowledged writes after the last acknowledged one left no \
+             version on {threshold} nodes ({holders:?}): the known limit, accepted"
+        );
+    }
+    fragmented
+}
+
 /// Sends SIGSTOP and waits until the kernel shows the process stopped: `kill` returns before
 /// every thread has stopped, and a request could slip through in between.
 async fn freeze(pid: Pid) {
@@ -188,6 +229,8 @@ async fn acknowledged_writes_survive_fifty_kills_under_concurrent_puts_and_delet
             Err(Error::NotEnoughShares { .. }) => !history.anything_acked(),
             Err(_) => false,
         };
+        let ok = ok
+            || fragmented_by_later_failed_writes(&cluster, k, history, read.as_ref().err()).await;
         if !ok {
             let admin = client(&cluster, "admin");
             for node in &cluster.manifest().nodes {
