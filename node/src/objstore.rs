@@ -166,11 +166,13 @@ impl ObjectSite {
             .with_endpoint(&config.endpoint)
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
-            .with_allow_http(config.allow_http)
             // Path-style addressing works with every S3-compatible server.
             .with_virtual_hosted_style_request(false)
+            // One ClientOptions for every HTTP setting: setting it replaces the builder's,
+            // so allow_http must be inside it, not set on the builder beside it.
             .with_client_options(
                 object_store::ClientOptions::new()
+                    .with_allow_http(config.allow_http)
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_connect_timeout(REQUEST_TIMEOUT),
             )
