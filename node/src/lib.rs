@@ -43,6 +43,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 pub mod metrics;
 pub mod objstore;

@@ -843,6 +843,20 @@ fn start_and_tag(name: &str, folder: &str) -> Result<(u64, u64)> {
         .ok_or_else(|| unexpected(name))
 }
 
+/// Every decoder of the S3 audit store on untrusted bytes: `name` parsed as a batch or commit
+/// name, `body` as a batch starting there, as the head hint and as a checkpoint number. For the
+/// fuzz targets and the never-panic tests; the result only says whether anything decoded.
+pub(crate) fn check_object(name: &str, body: &[u8]) -> bool {
+    let start = start_and_tag(name, ENTRIES)
+        .or_else(|_| start_and_tag(name, COMMITS))
+        .map(|(start, _)| start)
+        .unwrap_or(0);
+    let batch = decode_batch(start, body).is_ok();
+    let head = decode_head(body).is_some();
+    let checkpoint = seq_in(name, CHECKPOINTS).is_ok();
+    batch || head || checkpoint
+}
+
 /// The start of a listed `audit/entries/<20 digits>-<16 hex>` name; anything else is damage.
 fn entry_seq(name: &str) -> Result<u64> {
     start_and_tag(name, ENTRIES).map(|(start, _)| start)

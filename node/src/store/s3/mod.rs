@@ -167,6 +167,29 @@ impl S3Store {
         site.put_raw(&top.name, body).await
     }
 
+    /// Every check a stored share object goes through after it was opened, on untrusted
+    /// bytes: its name parsed, the frame split, the value decoded against the key inside it.
+    /// For the fuzz targets and the never-panic tests; the result only says whether it passed.
+    pub(crate) fn check_object(name: &str, body: &[u8]) -> bool {
+        let listed = crate::objstore::Listed {
+            name: name.to_owned(),
+            size: body.len() as u64,
+        };
+        let top = layout::parse(listed);
+        let framed = match &top {
+            Some(top) => layout::unframe(top, body),
+            None => layout::split_frame(name, body),
+        };
+        let Ok((key, value)) = framed else {
+            return false;
+        };
+        let staged = RecordKey::from_bytes(key)
+            .ok()
+            .and_then(|record| layout::staged_value(name, &record, body).ok())
+            .is_some_and(|staged| codec::decode_staged(key, staged).is_ok());
+        codec::decode(key, value).is_ok() || staged
+    }
+
     /// Objects this process's inventories left out because they did not open.
     pub fn unreadable(&self) -> u64 {
         self.unreadable.load(Ordering::Relaxed)
