@@ -151,7 +151,7 @@ pub struct Listed {
 const SEAL_FORMAT: u8 = 1;
 
 /// The longest one request may take, and the longest its retries may go on. Bounded well below
-/// the audit store's commit deadline (`audit::s3::MARK_DEADLINE`, 10 s): a commit marker must
+/// the audit store's commit deadline (`audit::s3::MARK_DEADLINE`, 5 s): a commit marker must
 /// land before other processes may judge its batch abandoned. A share of a 4 MiB chunk needs
 /// about 1 MB/s to the object store to fit.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);

@@ -99,6 +99,35 @@ fn spawn_node(config: &Path, log: &Path) -> Child {
         .expect("start the second process of site 1")
 }
 
+/// Fetches every node's audit log into `dir`. A process killed between writing an audit batch
+/// and committing it blocks its site's log for twice the commit deadline (10 s; see
+/// `bunsan_node::audit::s3`), during which the site refuses every request, the auditor's
+/// included: so a refusal is retried for up to a minute, as an auditor would.
+async fn fetch_every_log(auditor: &bunsan_client::Client, ca: &[u8], dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let problems = match fetcher::fetch(auditor, ca, dir, true).await {
+            Ok(nodes) => nodes
+                .into_iter()
+                .filter_map(|node| {
+                    node.problem
+                        .map(|problem| format!("{}: {problem}", node.node))
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => vec![e.to_string()],
+        };
+        if problems.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fetch every node's log: {problems:?}"
+        );
+        eprintln!("audit fetch incomplete, retrying: {problems:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn verdicts(dir: &Path) -> Vec<NodeVerdict> {
     let loaded = fetcher::load(dir, None).expect("load the fetched logs");
     verify_logs(&loaded.ca, &loaded.nodes)
@@ -230,9 +259,7 @@ async fn five_sites_on_garage_survive_a_killed_process_with_nothing_acknowledged
         .ca()
         .to_vec();
     let audit_dir = dir.path().join("audit");
-    fetcher::fetch(&auditor, &ca, &audit_dir, true)
-        .await
-        .expect("fetch every node's log");
+    fetch_every_log(&auditor, &ca, &audit_dir).await;
     for verdict in verdicts(&audit_dir) {
         assert!(verdict.is_ok(), "{verdict:?}");
     }
@@ -256,9 +283,7 @@ async fn five_sites_on_garage_survive_a_killed_process_with_nothing_acknowledged
         assert!(back.as_slice() == acknowledged[name].as_slice());
     }
     phase("sample read back from the restarted site");
-    fetcher::fetch(&auditor, &ca, &audit_dir, true)
-        .await
-        .expect("fetch again");
+    fetch_every_log(&auditor, &ca, &audit_dir).await;
     for verdict in verdicts(&audit_dir) {
         assert!(verdict.is_ok(), "after the restart: {verdict:?}");
     }

@@ -89,10 +89,11 @@
 //! longer verifies is what reveals it).
 //!
 //! Remaining gaps: (a) the deadline argument assumes a marker's create lands within one
-//! [`MARK_DEADLINE`] after its writer's step 3: a create held up longer (network stall; the
-//! object store client's request timeout is longer) can land after another writer listed the
-//! batch as unmarked and abandoned; the writer then finds `B` gone in step 4 and withdraws (its
-//! requests are refused), but a reader that listed in that moment may have read the batch; (b)
+//! [`MARK_DEADLINE`] after its writer's step 3; `objstore` bounds every request, retries
+//! included, at 4 s, below the deadline, so only a writer whose process stalls between step 3
+//! and sending the create (a pause of seconds) can break it: the writer then finds `B` gone in
+//! step 4 and withdraws (its requests are refused), but a reader that listed in that moment may
+//! have read the batch; (b)
 //! a writer killed in step 4 after finding `B` gone and before deleting `M` leaves a marker
 //! without a batch ([`Error::AuditCorrupt`] until an operator deletes it); (c) two writers at
 //! one position that see each other both withdraw, and a writer that lost catches up more
@@ -133,7 +134,11 @@ const POSITION_PAGE: usize = 16;
 
 /// How long a writer may take from creating its batch to creating its marker; one that took
 /// longer withdraws. An unmarked batch seen for twice this long is abandoned (module doc).
-pub const MARK_DEADLINE: Duration = Duration::from_secs(10);
+///
+/// 5 s: longer than any one S3 request may take (4 s with its retries, `objstore`), and short
+/// because a process killed between batch and marker blocks the site's audit log, and so
+/// every request of the site's other processes, for twice this long.
+pub const MARK_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a withdrawing writer waits for an unmarked rival to be marked or withdrawn before
 /// reporting its conflict (not at all for a rival first seen longer ago than this).
