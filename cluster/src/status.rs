@@ -40,7 +40,7 @@ pub struct ClusterStatus {
 }
 
 /// One node's row; every field but `id`, `address` and `up` is `None` for a node that did
-/// not answer (and `audit_head` for every node, until nodes report one).
+/// not answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeRow {
     /// The node id.
@@ -61,7 +61,8 @@ pub struct NodeRow {
     pub bytes: Option<u64>,
     /// Seconds since it started.
     pub uptime_secs: Option<u64>,
-    /// Sequence number of its newest audit entry: always `None` until the audit log lands.
+    /// Sequence number of its newest audit entry (`None` for an empty log or a node that did
+    /// not answer).
     pub audit_head: Option<u64>,
     /// Record versions it holds fewer than the most complete node (see the module docs).
     pub lag: Option<u64>,
@@ -185,7 +186,7 @@ pub fn rows(reports: &[NodeReport]) -> Vec<NodeRow> {
                 tombstones: Some(status.tombstones),
                 bytes: Some(status.bytes),
                 uptime_secs: Some(status.uptime_secs),
-                audit_head: None,
+                audit_head: status.audit_entries.checked_sub(1),
                 lag: versions(report).map(|held| most - held),
             },
             Err(error) => NodeRow {
@@ -225,6 +226,7 @@ mod tests {
                     tombstones: 2,
                     bytes: records * 100,
                     uptime_secs: 5,
+                    audit_entries: 0,
                 }),
                 None => Err("no answer within 3s".to_owned()),
             },
@@ -251,6 +253,17 @@ mod tests {
         assert_eq!(lags, vec![Some(0), Some(3), None]);
         assert!(!status.all_up());
         assert!(status.nodes.iter().all(|n| n.audit_head.is_none()));
+    }
+
+    #[test]
+    fn the_audit_head_is_the_newest_entry() {
+        let mut answered = report("node-1", 7101, Some(1));
+        if let Ok(node) = &mut answered.status {
+            node.audit_entries = 42;
+        }
+        let row = &rows(&[answered, report("node-2", 7102, Some(1))])[..];
+        assert_eq!(row[0].audit_head, Some(41));
+        assert_eq!(row[1].audit_head, None, "an empty log has no head");
     }
 
     #[test]

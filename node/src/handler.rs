@@ -233,6 +233,7 @@ impl Handler {
                     tombstones: stats.tombstones,
                     bytes: stats.bytes,
                     uptime_secs: self.started.elapsed().as_secs(),
+                    audit_entries: self.audit.size(),
                 }),
                 Err(e) => failure(&e),
             },

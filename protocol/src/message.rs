@@ -352,6 +352,8 @@ pub struct NodeStatus {
     pub bytes: u64,
     /// Seconds since the node started.
     pub uptime_secs: u64,
+    /// Entries in the node's audit log (the sequence number its next entry gets).
+    pub audit_entries: u64,
 }
 
 /// Why a node refused or failed a request.
