@@ -22,6 +22,11 @@ use bunsan_protocol::shamir::{self, Share};
 use bunsan_protocol::{RecordKey, RequestId};
 use bunsan_tests::{client, key, pattern, purpose, start_cluster_with_quorum};
 
+/// These tests stop and restart nodes on the ports `init` chose. Run side by side, one test's
+/// `init` can pick a port that another test's stopped node still needs for its restart (seen:
+/// a drill's node-4 could not listen on its metrics port again). One at a time, they cannot.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const NODE: &str = env!("CARGO_BIN_EXE_bunsan-test-node");
 
 fn admin(cluster: &LocalCluster) -> Arc<Client> {
@@ -86,6 +91,7 @@ fn contributions_received(cluster: &LocalCluster, index: u8) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_and_stale_nodes_are_rebuilt_and_no_share_travels_unmasked() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     // 3-of-5, W = 4 so that writes go on while one node is down.
     let mut cluster = start_cluster_with_quorum(NODE, 5, 3, Some(4)).await;
     let collector = client(&cluster, "collector");
@@ -272,6 +278,7 @@ async fn wiped_and_stale_nodes_are_rebuilt_and_no_share_travels_unmasked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_keeps_records_and_makes_old_shares_useless_with_new_ones() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let cluster = start_cluster_with_quorum(NODE, 5, 3, Some(4)).await;
     let collector = client(&cluster, "collector");
     let reader = client(&cluster, "reader");
@@ -349,6 +356,7 @@ async fn refresh_keeps_records_and_makes_old_shares_useless_with_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_loses_two_sites_rebuilds_one_and_reports() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut cluster = start_cluster_with_quorum(NODE, 5, 3, Some(4)).await;
     let collector = client(&cluster, "collector");
     for i in 0..6u64 {
