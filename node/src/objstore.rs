@@ -391,7 +391,7 @@ impl ObjectSite {
         limit: usize,
     ) -> Result<Vec<Listed>> {
         let folder = self.path(prefix.trim_end_matches('/'));
-        let stream = match offset {
+        let mut stream = match offset {
             Some(offset) => self
                 .store
                 .list_with_offset(Some(&folder), &self.path(offset)),
@@ -403,7 +403,6 @@ impl ObjectSite {
             self.prefix.len() + 1
         };
         let mut listed = Vec::new();
-        let mut stream = stream;
         while listed.len() < limit {
             match stream.try_next().await {
                 Ok(Some(meta)) => {

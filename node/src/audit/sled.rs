@@ -20,6 +20,7 @@ use sled::Tree;
 
 use super::store::AuditStore;
 use crate::error::{Error, Result};
+use crate::store::sled::blocking;
 
 /// The format byte in front of every stored entry and in the meta tree.
 const STORED_FORMAT: u8 = 1;
@@ -169,16 +170,6 @@ fn text(value: sled::IVec) -> Result<String> {
         seq: u64::MAX,
         reason: "a stored note is not UTF-8".to_owned(),
     })
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::StorageTask {
-            reason: e.to_string(),
-        })?
 }
 
 #[async_trait]

@@ -201,8 +201,9 @@ fn check_meta(path: &Path, meta: &Tree, shares: &Tree, index: ShareIndex) -> Res
     }
 }
 
-/// Runs blocking sled work off the async workers: sled may read pages from disk.
-async fn blocking<T: Send + 'static>(
+/// Runs blocking sled work off the async workers: sled may read pages from disk. Shared with
+/// the sled audit store.
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)

@@ -423,48 +423,38 @@ impl AuditStore for S3AuditStore {
     }
 
     async fn witnessed(&self) -> Result<Vec<(String, String)>> {
+        // One object per witnessed log (a handful); `list` follows the server's pages itself.
         let mut logs = Vec::new();
-        let mut offset: Option<String> = None;
-        loop {
-            let page = self
+        for listed in self.site.list(WITNESSED, None, usize::MAX).await? {
+            let damaged = |reason: &str| Error::AuditCorrupt {
+                seq: u64::MAX,
+                reason: format!("{}: {reason}", listed.name),
+            };
+            let Some(body) = self
                 .site
-                .list(WITNESSED, offset.as_deref(), LIST_PAGE)
-                .await?;
-            for listed in &page {
-                let damaged = |reason: &str| Error::AuditCorrupt {
-                    seq: u64::MAX,
-                    reason: format!("{}: {reason}", listed.name),
-                };
-                let Some(body) = self
-                    .site
-                    .get(&listed.name)
-                    .await
-                    .map_err(|e| corrupt(u64::MAX, e))?
-                else {
-                    continue;
-                };
-                let Some((&BODY_FORMAT, rest)) = body.split_first() else {
-                    return Err(damaged("unknown format"));
-                };
-                let Some((length, rest)) = rest.split_first_chunk::<4>() else {
-                    return Err(damaged("truncated"));
-                };
-                let length = u32::from_be_bytes(*length) as usize;
-                if rest.len() < length {
-                    return Err(damaged("truncated"));
-                }
-                let (log, note) = rest.split_at(length);
-                match (
-                    String::from_utf8(log.to_vec()),
-                    String::from_utf8(note.to_vec()),
-                ) {
-                    (Ok(log), Ok(note)) => logs.push((log, note)),
-                    _ => return Err(damaged("not UTF-8")),
-                }
+                .get(&listed.name)
+                .await
+                .map_err(|e| corrupt(u64::MAX, e))?
+            else {
+                continue;
+            };
+            let Some((&BODY_FORMAT, rest)) = body.split_first() else {
+                return Err(damaged("unknown format"));
+            };
+            let Some((length, rest)) = rest.split_first_chunk::<4>() else {
+                return Err(damaged("truncated"));
+            };
+            let length = u32::from_be_bytes(*length) as usize;
+            if rest.len() < length {
+                return Err(damaged("truncated"));
             }
-            match page.last() {
-                Some(last) if page.len() == LIST_PAGE => offset = Some(last.name.clone()),
-                _ => break,
+            let (log, note) = rest.split_at(length);
+            match (
+                String::from_utf8(log.to_vec()),
+                String::from_utf8(note.to_vec()),
+            ) {
+                (Ok(log), Ok(note)) => logs.push((log, note)),
+                _ => return Err(damaged("not UTF-8")),
             }
         }
         logs.sort();

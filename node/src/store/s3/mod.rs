@@ -206,21 +206,12 @@ impl S3Store {
 
     /// Every version object of `hk`, in (version, epoch) order.
     async fn versions(&self, hk: &str) -> Result<Vec<Versioned>> {
-        let folder = format!("shares/{hk}/");
-        let mut out = Vec::new();
-        let mut offset: Option<String> = None;
-        loop {
-            let page = self
-                .site
-                .list(&folder, offset.as_deref(), LIST_PAGE)
-                .await?;
-            let full = page.len() == LIST_PAGE;
-            offset = page.last().map(|listed| listed.name.clone());
-            out.extend(page.into_iter().filter_map(parse));
-            if !full {
-                return Ok(out);
-            }
-        }
+        // A key has a version or two; `list` follows the server's pages itself.
+        let listed = self
+            .site
+            .list(&format!("shares/{hk}/"), None, usize::MAX)
+            .await?;
+        Ok(listed.into_iter().filter_map(parse).collect())
     }
 
     /// The highest object of `hk` and its opened body (or why it does not open); lists again
