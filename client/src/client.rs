@@ -24,10 +24,11 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, NodeFailure, Result};
-use crate::read::{BadShare, Decision, Gather};
+use crate::read::BadShare;
 use crate::tls::Identity;
 use crate::transport::Transport;
 
+mod get;
 mod write;
 
 /// Time limits of a client.
@@ -202,116 +203,6 @@ impl Client {
         Ok(self.get_versioned(key, purpose).await?.data)
     }
 
-    /// Asks every node for its share and rebuilds the record from k verified shares of the
-    /// highest version seen, answering as soon as R nodes have been heard and the record
-    /// passes its end-to-end check.
-    ///
-    /// Every share is checked (header signature against the cluster CA, commitment) before it
-    /// counts; a failing one is reported in [`GetOutcome::bad_shares`]. If k verified shares
-    /// do not rebuild a record that passes the check, the get waits for more and decodes
-    /// robustly; if that fails too, it is [`Error::Integrity`]: never a wrong record.
-    pub async fn get_versioned(&self, key: &RecordKey, purpose: &Purpose) -> Result<GetOutcome> {
-        let request = Request::Get {
-            request_id: RequestId::random(&mut rand::rng()),
-            key: key.clone(),
-            purpose: Some(purpose.clone()),
-        };
-        let mut replies = self.fan_out(vec![request; self.transport_len()]);
-        let k = self.manifest.scheme.threshold().as_usize();
-        let read_quorum = self.manifest.read_quorum();
-        let mut gather = Gather::new(key, &self.trust);
-        loop {
-            let reply = replies.recv().await;
-            let last = reply.is_none();
-            if let Some((position, reply)) = reply {
-                self.absorb(&mut gather, position, reply);
-            }
-            if gather.heard() >= read_quorum || last {
-                match gather.decide(k, last) {
-                    Some(Decision::Deleted(version)) => {
-                        return Err(Error::Deleted {
-                            key: key.clone(),
-                            version,
-                        })
-                    }
-                    Some(Decision::Combine(generation)) => match gather.rebuild(generation) {
-                        Ok(rebuilt) => {
-                            let version = generation.0;
-                            self.clock_observe(version);
-                            // Keep checking the other nodes' answers for a short grace, so a
-                            // lying or rotten node is reported even when its share was not
-                            // needed; then check the unneeded shares for consistency too.
-                            let grace = tokio::time::Instant::now() + self.options.read_grace;
-                            while !self.all_heard(&gather) {
-                                match tokio::time::timeout_at(grace, replies.recv()).await {
-                                    Ok(Some((position, reply))) => {
-                                        self.absorb(&mut gather, position, reply)
-                                    }
-                                    _ => break,
-                                }
-                            }
-                            gather.audit(generation);
-                            return Ok(GetOutcome {
-                                version,
-                                data: rebuilt.record,
-                                sources: gather.sources(generation),
-                                failures: gather.failures,
-                                bad_shares: gather.bad,
-                            });
-                        }
-                        // More shares may still come and make it rebuild (or name the bad
-                        // ones); with every node heard, it is final.
-                        Err(source) if last || self.all_heard(&gather) => {
-                            return Err(Error::Integrity {
-                                key: key.clone(),
-                                version: generation.0,
-                                bad_shares: gather.bad,
-                                source,
-                            })
-                        }
-                        Err(_) => {}
-                    },
-                    None => {}
-                }
-            }
-            if last {
-                break;
-            }
-        }
-        if gather.not_found >= read_quorum && !gather.found_any() {
-            return Err(Error::NotFound { key: key.clone() });
-        }
-        Err(Error::NotEnoughShares {
-            key: key.clone(),
-            found: gather.best_count(),
-            needed: k,
-            failures: gather.all_failures(),
-        })
-    }
-
-    /// Files one node's answer to a get.
-    fn absorb(
-        &self,
-        gather: &mut Gather<'_>,
-        position: usize,
-        reply: Result<Response, NodeFailure>,
-    ) {
-        let node = self.transport.node(position);
-        let id = node.id.clone();
-        match reply {
-            Ok(Response::Share(envelope)) => gather.add(id, node.index, envelope),
-            Ok(Response::NotFound) => gather.not_found += 1,
-            Ok(Response::Error(error)) => gather.failures.push(NodeFailure::refused(id, &error)),
-            Ok(other) => gather.failures.push(unexpected(id, "get", &other)),
-            Err(failure) => gather.failures.push(failure),
-        }
-    }
-
-    /// Whether every node has answered one way or another.
-    fn all_heard(&self, gather: &Gather<'_>) -> bool {
-        gather.heard() + gather.failures.len() + gather.bad.len() >= self.transport_len()
-    }
-
     /// Every live record (tombstones excluded) whose key starts with `prefix`, merged across
     /// the nodes that answered; fails if fewer than R nodes answered.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ListedRecord>> {
@@ -468,8 +359,16 @@ impl Client {
         &self,
         requests: Vec<Request>,
     ) -> mpsc::UnboundedReceiver<(usize, Result<Response, NodeFailure>)> {
+        self.fan_out_to(requests.into_iter().enumerate())
+    }
+
+    /// Like [`Client::fan_out`], to the node positions given with each request.
+    fn fan_out_to(
+        &self,
+        requests: impl IntoIterator<Item = (usize, Request)>,
+    ) -> mpsc::UnboundedReceiver<(usize, Result<Response, NodeFailure>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        for (position, request) in requests.into_iter().enumerate() {
+        for (position, request) in requests {
             // Encoded now and the request dropped, so a put holds each share once, as a frame.
             let frame = self.transport.encode(position, &request);
             drop(request);
@@ -543,7 +442,8 @@ fn response_kind(response: &Response) -> &'static str {
     match response {
         Response::Health(_) => "health",
         Response::Stored(_) => "stored",
-        Response::Share(_) => "share",
+        Response::Share(_) | Response::ShareWithOlder { .. } => "share",
+        Response::Committed { .. } => "committed",
         Response::NotFound => "not-found",
         Response::Listing { .. } => "listing",
         Response::Status(_) => "status",

@@ -17,6 +17,7 @@ use std::fmt;
 use bunsan_protocol::dealing::{self, Reassembled};
 use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope};
 use bunsan_protocol::integrity::{version_time, Trust, WriterSignature};
+use bunsan_protocol::message::RetainedVersion;
 use bunsan_protocol::refresh::RefreshSeal;
 use bunsan_protocol::shamir::Share;
 use bunsan_protocol::{RecordKey, ShareIndex, Version};
@@ -115,15 +116,33 @@ pub(crate) struct Gather<'a> {
     versions: BTreeMap<Generation, Group>,
     tombstone: Option<Version>,
     tombstones_heard: usize,
+    /// Older versions nodes keep under their newest (node positions), and which were asked for.
+    kept: BTreeMap<Version, Kept>,
     pub(crate) not_found: usize,
     pub(crate) failures: Vec<NodeFailure>,
     pub(crate) bad: Vec<BadShare>,
+}
+
+/// The nodes that said they keep one older version.
+#[derive(Default)]
+struct Kept {
+    tombstone: bool,
+    positions: Vec<usize>,
+    asked: bool,
 }
 
 /// What to answer.
 pub(crate) enum Decision {
     Combine(Generation),
     Deleted(Version),
+}
+
+impl Decision {
+    fn version(&self) -> Version {
+        match self {
+            Decision::Combine((version, _)) | Decision::Deleted(version) => *version,
+        }
+    }
 }
 
 /// What one generation's first verified envelope established.
@@ -138,10 +157,56 @@ impl<'a> Gather<'a> {
             versions: BTreeMap::new(),
             tombstone: None,
             tombstones_heard: 0,
+            kept: BTreeMap::new(),
             not_found: 0,
             failures: Vec::new(),
             bad: Vec::new(),
         }
+    }
+
+    /// The record asked for.
+    pub(crate) fn key(&self) -> &RecordKey {
+        self.key
+    }
+
+    /// Notes the older versions the node at `position` keeps (what it says; each is checked
+    /// like any envelope once fetched).
+    pub(crate) fn keeps(&mut self, position: usize, older: &[RetainedVersion]) {
+        for retained in older {
+            let kept = self.kept.entry(retained.version).or_default();
+            kept.tombstone |= retained.tombstone;
+            if !kept.positions.contains(&position) {
+                kept.positions.push(position);
+            }
+        }
+    }
+
+    /// A kept version worth asking for: one that could answer (a tombstone, or a data version
+    /// whose keepers and verified shares reach k) and is newer than `than`.
+    fn worth_asking(&self, k: usize, than: Option<Version>) -> Option<Version> {
+        self.kept
+            .iter()
+            .rev()
+            .filter(|(version, kept)| !kept.asked && than.is_none_or(|than| **version > than))
+            .find(|(version, kept)| {
+                let verified = self
+                    .versions
+                    .iter()
+                    .filter(|((v, _), _)| v == *version)
+                    .map(|(_, group)| group.shares.len())
+                    .max()
+                    .unwrap_or(0);
+                kept.tombstone || kept.positions.len() + verified >= k
+            })
+            .map(|(version, _)| *version)
+    }
+
+    /// The newest kept version worth asking for, and who keeps it; marked as asked.
+    pub(crate) fn next_kept(&mut self, k: usize) -> Option<(Version, Vec<usize>)> {
+        let version = self.worth_asking(k, None)?;
+        let kept = self.kept.get_mut(&version)?;
+        kept.asked = true;
+        Some((version, kept.positions.clone()))
     }
 
     /// Checks `envelope` from `node` (which holds share `expected`) and keeps its share if
@@ -338,8 +403,11 @@ impl<'a> Gather<'a> {
 
     /// What to answer now. Before every node has answered (`last == false`) only the newest
     /// version seen may be answered; at the end, the newest version that has k shares. Either
-    /// way a tombstone newer than the answer wins: a deleted record never comes back. A version
-    /// whose rebuild failed is offered again only once it has more shares.
+    /// way a verified tombstone newer than the answer wins: a deleted record never comes back,
+    /// and at the end a tombstone with no rebuildable version above it is the answer. At the
+    /// end, an older version some nodes keep that could beat the answer defers it (`None`):
+    /// ask for that version first. A version whose rebuild failed is offered again only once
+    /// it has more shares.
     pub(crate) fn decide(&self, k: usize, last: bool) -> Option<Decision> {
         let ready = |(version, group): (&Generation, &Group)| {
             (group.shares.len() >= k && group.shares.len() > group.tried).then_some(*version)
@@ -354,7 +422,7 @@ impl<'a> Gather<'a> {
             .keys()
             .next_back()
             .map(|(version, _)| *version);
-        match (self.tombstone, candidate) {
+        let decision = match (self.tombstone, candidate) {
             (Some(tombstone), _) if newest_data.is_none_or(|data| tombstone > data) => {
                 Some(Decision::Deleted(tombstone))
             }
@@ -362,8 +430,19 @@ impl<'a> Gather<'a> {
                 Some(Decision::Deleted(tombstone))
             }
             (_, Some(version)) => Some(Decision::Combine(version)),
+            (Some(tombstone), None) if last => Some(Decision::Deleted(tombstone)),
             (_, None) => None,
+        };
+        // Before the end the answer is the newest version any node holds, and every kept
+        // version is older than its keeper's newest: nothing kept can beat it.
+        if last
+            && self
+                .worth_asking(k, decision.as_ref().map(Decision::version))
+                .is_some()
+        {
+            return None;
         }
+        decision
     }
 
     /// Rebuilds `version` from its verified shares. Shares found inconsistent become bad

@@ -331,7 +331,10 @@ async fn refresh_record(
         for ((id, answer), index) in answers.into_iter().zip(pending.iter().copied()) {
             match answer {
                 Ok(Response::Stored(
-                    PutOutcome::Stored | PutOutcome::AlreadyStored | PutOutcome::Superseded { .. },
+                    PutOutcome::Stored
+                    | PutOutcome::StoredKeepingOlder { .. }
+                    | PutOutcome::AlreadyStored
+                    | PutOutcome::Superseded { .. },
                 )) => {}
                 Ok(Response::Error(error)) => {
                     last_errors.push(format!("{id}: {error}"));

@@ -291,9 +291,11 @@ pub async fn run_job(client: &Arc<Client>, manifest: &Manifest, finding: &Findin
                 tombstone,
             };
             match client.call(&finding.target.0, &request).await {
-                Ok(Response::Stored(PutOutcome::Stored | PutOutcome::AlreadyStored)) => {
-                    JobOutcome::Resent
-                }
+                Ok(Response::Stored(
+                    PutOutcome::Stored
+                    | PutOutcome::StoredKeepingOlder { .. }
+                    | PutOutcome::AlreadyStored,
+                )) => JobOutcome::Resent,
                 Ok(Response::Stored(PutOutcome::Superseded { current })) => {
                     JobOutcome::Skipped(format!("the node holds a newer version {current}"))
                 }
@@ -312,8 +314,12 @@ pub async fn run_job(client: &Arc<Client>, manifest: &Manifest, finding: &Findin
             let holders: Vec<ShareIndex> =
                 holders.iter().copied().filter(|&x| x != target).collect();
             let Some(first) = helper_set(&holders, k, finding.key.as_str(), None) else {
+                // Either shares were lost, or the newest version is a write that failed partway
+                // (its nodes then keep the version before it, which reads fall back to). The
+                // inventory shows heads only, so this cannot tell which: fail loudly.
                 return JobOutcome::Failed(format!(
-                    "only {} nodes hold version {version} epoch {epoch}; a repair needs {k}",
+                    "only {} nodes hold version {version} epoch {epoch}; a repair needs {k} \
+                     (if a write of this key failed partway, reads use the version kept under it)",
                     holders.len()
                 ));
             };
@@ -357,7 +363,9 @@ pub async fn run_job(client: &Arc<Client>, manifest: &Manifest, finding: &Findin
 
 fn stored(outcome: PutOutcome) -> JobOutcome {
     match outcome {
-        PutOutcome::Stored | PutOutcome::AlreadyStored => JobOutcome::Repaired,
+        PutOutcome::Stored | PutOutcome::StoredKeepingOlder { .. } | PutOutcome::AlreadyStored => {
+            JobOutcome::Repaired
+        }
         PutOutcome::Superseded { current } => {
             JobOutcome::Skipped(format!("the target holds a newer version {current}"))
         }

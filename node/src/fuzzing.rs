@@ -11,12 +11,14 @@ use std::sync::{Arc, OnceLock};
 use crate::objstore::ObjectSite;
 
 /// A stored share value (sled, memory, or inside an S3 object) under `key`: head, checksum,
-/// envelope, and the staged (refresh) form.
+/// envelope, the staged (refresh) form, and the list of kept older versions.
 pub fn stored_value(key: &[u8], value: &[u8]) -> bool {
     let decoded = crate::store::codec::decode(key, value).is_ok();
     let staged = crate::store::codec::decode_staged(key, value).is_ok();
     let head = crate::store::codec::head(key, value).is_ok();
-    decoded || staged || head
+    // The same bytes as a sled `older` value: the list of versions kept under a head.
+    let kept = crate::store::retained::read(key, Some(value), None).is_ok();
+    decoded || staged || head || kept
 }
 
 /// An opened S3 share object: its name, its frame, and the value inside.

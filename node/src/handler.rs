@@ -19,7 +19,7 @@ use bunsan_protocol::message::{
 };
 use bunsan_protocol::role::{Action, PeerIdentity};
 use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
-use bunsan_protocol::{RecordKey, ShareIndex};
+use bunsan_protocol::{RecordKey, ShareIndex, Version};
 use rustls_pki_types::UnixTime;
 use tracing::Span;
 
@@ -194,26 +194,21 @@ impl Handler {
                 }
                 self.store_envelope(&tombstone).await
             }
-            Request::Get { key, purpose, .. } => {
+            Request::Get {
+                key,
+                purpose,
+                version,
+                ..
+            } => {
                 if purpose.is_none() {
                     return bad_request("a purpose is required to release a share");
                 }
-                match self.store.get(&key).await {
-                    Ok(Some(envelope)) if envelope.index != self.index => refuse(
-                        ErrorCode::Corrupt,
-                        format!(
-                            "stored share for {key} has index {} but this node holds index {}",
-                            envelope.index, self.index
-                        ),
-                    ),
-                    Ok(Some(envelope)) => match Checks::release(&envelope) {
-                        Ok(()) => Response::Share(envelope),
-                        Err(refusal) => Response::Error(refusal),
-                    },
-                    Ok(None) => Response::NotFound,
-                    Err(e) => failure(&e),
-                }
+                self.release(&key, version).await
             }
+            Request::Commit { key, version, .. } => match self.store.commit(&key, version).await {
+                Ok(dropped) => Response::Committed { dropped },
+                Err(e) => failure(&e),
+            },
             Request::List {
                 prefix,
                 start_after,
@@ -285,6 +280,35 @@ impl Handler {
             Request::RefreshAbort {
                 refresh_id, key, ..
             } => self.refreshes.abort(refresh_id, &key).await,
+        }
+    }
+
+    /// The answer to a get: the head with the versions kept under it, or exactly `version`.
+    /// Only the envelope asked for leaves the node; older versions are named, not sent.
+    async fn release(&self, key: &RecordKey, version: Option<Version>) -> Response {
+        let held = match version {
+            None => self.store.get_held(key).await,
+            Some(version) => self
+                .store
+                .get_version(key, version)
+                .await
+                .map(|found| found.map(|envelope| (envelope, Vec::new()))),
+        };
+        match held {
+            Ok(Some((envelope, _))) if envelope.index != self.index => refuse(
+                ErrorCode::Corrupt,
+                format!(
+                    "stored share for {key} has index {} but this node holds index {}",
+                    envelope.index, self.index
+                ),
+            ),
+            Ok(Some((envelope, older))) => match Checks::release(&envelope) {
+                Ok(()) if older.is_empty() => Response::Share(envelope),
+                Ok(()) => Response::ShareWithOlder { envelope, older },
+                Err(refusal) => Response::Error(refusal),
+            },
+            Ok(None) => Response::NotFound,
+            Err(e) => failure(&e),
         }
     }
 
@@ -370,6 +394,7 @@ pub fn action(request: &Request) -> Action {
         Request::Put { .. } => Action::Put,
         Request::Get { .. } => Action::Get,
         Request::Delete { .. } => Action::Delete,
+        Request::Commit { .. } => Action::Commit,
         Request::List { .. } => Action::List,
         Request::Status => Action::Status,
         Request::Inventory { .. } => Action::Inventory,
@@ -387,10 +412,12 @@ pub fn outcome(response: &Response) -> &'static str {
     match response {
         Response::Health(_) => "health",
         Response::Stored(PutOutcome::Stored) => "stored",
+        Response::Stored(PutOutcome::StoredKeepingOlder { .. }) => "stored-keeping-older",
         Response::Stored(PutOutcome::AlreadyStored) => "already-stored",
         Response::Stored(PutOutcome::Superseded { .. }) => "superseded",
         Response::Share(envelope) if envelope.header.tombstone => "tombstone",
-        Response::Share(_) => "released",
+        Response::Share(_) | Response::ShareWithOlder { .. } => "released",
+        Response::Committed { .. } => "committed",
         Response::NotFound => "not-found",
         Response::Listing { .. } => "listed",
         Response::Status(_) => "status",
@@ -421,7 +448,7 @@ fn key(request: &Request) -> Option<&RecordKey> {
     match request {
         Request::Put { envelope, .. } => Some(&envelope.header.key),
         Request::Delete { tombstone, .. } => Some(&tombstone.header.key),
-        Request::Get { key, .. } => Some(key),
+        Request::Get { key, .. } | Request::Commit { key, .. } => Some(key),
         Request::Repair { plan, .. } => Some(&plan.key),
         Request::Contribute { contribution, .. } => Some(&contribution.plan.key),
         Request::RefreshStage { plan, .. } | Request::RefreshDeal { plan, .. } => Some(&plan.key),

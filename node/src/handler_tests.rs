@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use bunsan_protocol::dealing;
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::integrity::{Signer, Trust};
-use bunsan_protocol::message::{ErrorCode, PutOutcome, Request, Response, LIST_LIMIT_MAX};
+use bunsan_protocol::message::{
+    ErrorCode, PutOutcome, Request, Response, RetainedVersion, LIST_LIMIT_MAX,
+};
 use bunsan_protocol::role::{PeerIdentity, Role};
 use bunsan_protocol::seal::{seal, NodeKey, RecipientKey};
 use bunsan_protocol::{Purpose, RecordKey, RequestId, Scheme, ShareIndex, Version};
@@ -181,6 +183,7 @@ fn get(name: &str, purpose: bool) -> Request {
         request_id: RequestId([3; 16]),
         key: key(name),
         purpose: purpose.then(|| Purpose::new("treatment", "follow-up").expect("purpose")),
+        version: None,
     }
 }
 
@@ -279,12 +282,44 @@ async fn get_needs_a_purpose_and_returns_the_highest_version() {
         }
         other => panic!("released without a purpose: {other:?}"),
     }
+    // Version 1 is kept under version 2 until the writer commits version 2.
     match h.handle(&reader, get("a/1", true)).await {
-        Response::Share(envelope) => {
+        Response::ShareWithOlder { envelope, older } => {
             assert_eq!(envelope.header.version, version(2));
             assert_eq!(envelope.check_commitment(), Ok(()));
+            assert_eq!(
+                older,
+                [RetainedVersion {
+                    version: version(1),
+                    tombstone: false
+                }]
+            );
         }
-        other => panic!("expected the share, got {other:?}"),
+        other => panic!("expected the share and the kept version, got {other:?}"),
+    }
+    let mut exact = get("a/1", true);
+    if let Request::Get { version: v, .. } = &mut exact {
+        *v = Some(version(1));
+    }
+    match h.handle(&reader, exact.clone()).await {
+        Response::Share(envelope) => assert_eq!(envelope.header.version, version(1)),
+        other => panic!("expected version 1, got {other:?}"),
+    }
+    let commit = |clock| Request::Commit {
+        request_id: RequestId([5; 16]),
+        key: key("a/1"),
+        version: version(clock),
+    };
+    let refused = h.handle(&reader, commit(2)).await;
+    assert_eq!(error_code(&refused), Some(ErrorCode::Forbidden));
+    assert_eq!(
+        h.handle(&peer(Role::Collector), commit(2)).await,
+        Response::Committed { dropped: 1 }
+    );
+    assert_eq!(h.handle(&reader, exact).await, Response::NotFound);
+    match h.handle(&reader, get("a/1", true)).await {
+        Response::Share(envelope) => assert_eq!(envelope.header.version, version(2)),
+        other => panic!("expected the share alone, got {other:?}"),
     }
     assert_eq!(
         h.handle(&reader, get("a/9", true)).await,

@@ -509,7 +509,7 @@ impl Repairs {
         match self.store.put_over_damage(&envelope).await {
             Ok(outcome) => {
                 let logged = match outcome {
-                    PutOutcome::Stored => Outcome::Stored,
+                    PutOutcome::Stored | PutOutcome::StoredKeepingOlder { .. } => Outcome::Stored,
                     PutOutcome::AlreadyStored => Outcome::AlreadyStored,
                     PutOutcome::Superseded { .. } => Outcome::Superseded,
                 };
@@ -523,6 +523,13 @@ impl Repairs {
                 if let Err(e) = audit.append(entry).await {
                     tracing::error!(error = %e, "cannot audit a repaired share");
                     return refuse(ErrorCode::Unavailable, "audit log unavailable");
+                }
+                // A repaired version is complete by construction (k helpers held it), so what
+                // this node kept under it for a failed write's sake can go.
+                if let PutOutcome::StoredKeepingOlder { .. } = outcome {
+                    if let Err(e) = self.store.commit(&plan.key, plan.version).await {
+                        tracing::warn!(error = %e, key = %plan.key, "older versions kept after repair");
+                    }
                 }
                 tracing::info!(
                     repair_id = %plan.repair_id,

@@ -45,6 +45,7 @@ fn get_request() -> Request {
         request_id: RequestId([7; 16]),
         key: RecordKey::new("clinic-1/patient-7/note").expect("key"),
         purpose: Some(Purpose::new("treatment", "ward round").expect("purpose")),
+        version: None,
     }
 }
 

@@ -44,6 +44,21 @@ pub enum Request {
         key: RecordKey,
         /// Why the reader rebuilds it; required for share release.
         purpose: Option<Purpose>,
+        /// `None`: the node's highest version (and which older versions it still keeps).
+        /// `Some(v)`: exactly version `v`, which the node may keep under a newer one that is
+        /// not yet known complete ([`Response::NotFound`] if it holds no such version).
+        version: Option<Version>,
+    },
+    /// The writer's word that `version` of `key` reached its write quorum: the node may drop
+    /// the versions it kept under it (collector or admin). Changes nothing if the node does
+    /// not hold `version`. Never needed for correctness of reads, only to free old versions.
+    Commit {
+        /// The put's request id.
+        request_id: RequestId,
+        /// Which record.
+        key: RecordKey,
+        /// The version acknowledged by a write quorum.
+        version: Version,
     },
     /// Replace the record with a tombstone and purge its share bytes (admin).
     Delete {
@@ -152,6 +167,7 @@ impl Request {
             Request::Put { .. } => "put",
             Request::Get { .. } => "get",
             Request::Delete { .. } => "delete",
+            Request::Commit { .. } => "commit",
             Request::List { .. } => "list",
             Request::Status => "status",
             Request::Inventory { .. } => "inventory",
@@ -204,9 +220,23 @@ pub enum Response {
     Health(NodeHealth),
     /// Answer to [`Request::Put`] and [`Request::Delete`]: durable before it is sent.
     Stored(PutOutcome),
-    /// Answer to [`Request::Get`]: the node's envelope for the key's highest version, which may
-    /// be a tombstone.
+    /// Answer to [`Request::Get`]: the node's envelope for the key's highest version (or the
+    /// version asked for), which may be a tombstone.
     Share(ShareEnvelope),
+    /// Answer to [`Request::Get`] without a version when the node also keeps older versions
+    /// of the key: its newest is not yet known to be complete, so a reader that cannot rebuild
+    /// the newest asks for one of these by version.
+    ShareWithOlder {
+        /// The envelope of the node's highest version.
+        envelope: ShareEnvelope,
+        /// The older versions the node keeps, oldest first.
+        older: Vec<RetainedVersion>,
+    },
+    /// Answer to [`Request::Commit`]: how many older versions the node dropped.
+    Committed {
+        /// Older versions dropped (0 when the node holds nothing older, or not the version).
+        dropped: u32,
+    },
     /// Answer to [`Request::Get`] when the node holds nothing for the key.
     NotFound,
     /// Answer to [`Request::List`].
@@ -250,11 +280,28 @@ pub enum Response {
     Error(RemoteError),
 }
 
+/// An older version a node keeps under its highest one (see [`Response::ShareWithOlder`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RetainedVersion {
+    /// The version.
+    pub version: Version,
+    /// Whether it is a tombstone.
+    pub tombstone: bool,
+}
+
 /// What a put or delete did on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PutOutcome {
     /// The envelope is now the node's highest version, durably.
     Stored,
+    /// Stored as [`PutOutcome::Stored`], and the node keeps `retained` older versions of the
+    /// key until a [`Request::Commit`] of this version (or a later one) says they are no
+    /// longer needed: until then a failed later write cannot make an acknowledged one
+    /// unreadable.
+    StoredKeepingOlder {
+        /// How many older versions the node keeps.
+        retained: u32,
+    },
     /// The node already held this exact envelope (an idempotent retry).
     AlreadyStored,
     /// The node holds a higher version; nothing was written.

@@ -43,6 +43,8 @@ pub enum Action {
     Get,
     /// Tombstone a record.
     Delete,
+    /// Tell a node that a version it stored reached its write quorum.
+    Commit,
     /// List the inventory.
     List,
     /// Counts and sizes.
@@ -77,12 +79,12 @@ impl Role {
         matches!(
             (self, action),
             (_, A::Health)
-                | (Role::Collector, A::Put)
+                | (Role::Collector, A::Put | A::Commit)
                 | (Role::Reader, A::Get)
                 | (Role::Auditor, A::AuditRead)
                 | (
                     Role::Admin,
-                    A::Delete | A::List | A::Status | A::Inventory | A::Maintain
+                    A::Delete | A::Commit | A::List | A::Status | A::Inventory | A::Maintain
                 )
                 | (Role::Node, A::Status | A::List | A::Witness | A::Contribute)
         )
@@ -192,7 +194,7 @@ mod tests {
     fn the_role_matrix_is_exactly_as_documented() {
         use Action as A;
         let expected: &[(Role, &[Action])] = &[
-            (Role::Collector, &[A::Health, A::Put]),
+            (Role::Collector, &[A::Health, A::Put, A::Commit]),
             (Role::Reader, &[A::Health, A::Get]),
             (Role::Auditor, &[A::Health, A::AuditRead]),
             (
@@ -200,6 +202,7 @@ mod tests {
                 &[
                     A::Health,
                     A::Delete,
+                    A::Commit,
                     A::List,
                     A::Status,
                     A::Inventory,
@@ -216,6 +219,7 @@ mod tests {
             A::Put,
             A::Get,
             A::Delete,
+            A::Commit,
             A::List,
             A::Status,
             A::AuditRead,

@@ -155,6 +155,7 @@ async fn role_operation_matrix() {
         request_id: RequestId([7; 16]),
         key: key("matrix/record"),
         purpose: None,
+        version: None,
     };
     match client(&cluster, "reader").call("node-1", &no_purpose).await {
         Ok(Response::Error(error)) => assert_eq!(error.code, ErrorCode::BadRequest, "{error}"),

@@ -116,6 +116,7 @@ async fn the_log_verifies_reports_every_reconstruction_and_names_every_tampering
         request_id: planted,
         key: key("audit/r2"),
         purpose: Some(purpose("drill", "single node probe")),
+        version: None,
     };
     let answer = client(&cluster, "reader-b")
         .call("node-1", &probe)
@@ -460,6 +461,7 @@ async fn a_read_is_refused_when_the_audit_store_cannot_be_written() {
         request_id: RequestId([2; 16]),
         key: key("fail/r1"),
         purpose: Some(purpose("treatment", "ward round")),
+        version: None,
     };
     let reader = connect("reader");
     assert!(matches!(

@@ -309,6 +309,7 @@ async fn bitrot_on_disk_is_detected_on_read() {
                 request_id: RequestId([1; 16]),
                 key: k.clone(),
                 purpose: Some(purpose()),
+                version: None,
             },
         )
         .await

@@ -58,6 +58,7 @@ async fn envelope(reader: &Client, id: &str, key: &RecordKey) -> Option<ShareEnv
         request_id: RequestId::random(&mut rand::rng()),
         key: key.clone(),
         purpose: Some(purpose()),
+        version: None,
     };
     match reader.call(id, &request).await.expect("node answers") {
         Response::Share(envelope) => Some(envelope),

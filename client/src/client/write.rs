@@ -7,7 +7,7 @@ use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::integrity::Signer;
 use bunsan_protocol::message::{PutOutcome, Request, Response};
 use bunsan_protocol::seal::RecipientKey;
-use bunsan_protocol::{RecordKey, Version};
+use bunsan_protocol::{RecordKey, RequestId, Version};
 
 use super::{unexpected, Client, PutReceipt};
 use crate::error::{Error, NodeFailure, Result};
@@ -70,6 +70,31 @@ impl Client {
         recipients
     }
 
+    /// Tells the nodes in `keeping` that `version` reached its write quorum, so they can drop
+    /// the older versions they kept under it. Not awaited: a lost commit only keeps more (the
+    /// key's next commit catches up), and [`Client::close`] waits for the calls in flight.
+    fn commit(
+        &self,
+        key: &RecordKey,
+        version: Version,
+        request_id: RequestId,
+        keeping: Vec<usize>,
+    ) {
+        if keeping.is_empty() {
+            return;
+        }
+        let commits = keeping.into_iter().map(|position| {
+            let request = Request::Commit {
+                request_id,
+                key: key.clone(),
+                version,
+            };
+            (position, request)
+        });
+        // The replies are dropped unread; a refusal is logged by the node's audit.
+        drop(self.fan_out_to(commits));
+    }
+
     pub(super) async fn write(
         &self,
         key: &RecordKey,
@@ -78,8 +103,16 @@ impl Client {
     ) -> Result<PutReceipt> {
         let total = requests.len();
         let needed = usize::from(self.manifest.write_quorum);
+        let request_id = match requests.first() {
+            Some(Request::Put { request_id, .. } | Request::Delete { request_id, .. }) => {
+                Some(*request_id)
+            }
+            _ => None,
+        };
         let mut replies = self.fan_out(requests);
         let mut acked = Vec::new();
+        // Nodes that keep older versions under this one until told it is complete.
+        let mut keeping = Vec::new();
         let mut failures = Vec::new();
         let mut newer: Option<Version> = None;
         let mut grace_deadline = None;
@@ -96,6 +129,10 @@ impl Client {
             match reply {
                 Ok(Response::Stored(PutOutcome::Stored | PutOutcome::AlreadyStored)) => {
                     acked.push(node)
+                }
+                Ok(Response::Stored(PutOutcome::StoredKeepingOlder { .. })) => {
+                    acked.push(node);
+                    keeping.push(position);
                 }
                 Ok(Response::Stored(PutOutcome::Superseded { current })) => {
                     newer = newer.max(Some(current));
@@ -117,6 +154,9 @@ impl Client {
             }
         }
         if acked.len() >= needed {
+            if let Some(request_id) = request_id {
+                self.commit(key, version, request_id, keeping);
+            }
             for position in 0..total {
                 let id = &self.transport.node(position).id;
                 if !acked.contains(id) && !failures.iter().any(|f| &f.node == id) {

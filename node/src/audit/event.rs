@@ -57,9 +57,20 @@ impl AuditEvent {
                 request_id,
                 key,
                 purpose,
+                version,
             } => {
                 event.key = Some(key.clone());
                 event.purpose = purpose.clone();
+                event.version = *version;
+                event.request_id = Some(*request_id);
+            }
+            Request::Commit {
+                request_id,
+                key,
+                version,
+            } => {
+                event.key = Some(key.clone());
+                event.version = Some(*version);
                 event.request_id = Some(*request_id);
             }
             Request::List { request_id, .. }
@@ -105,7 +116,7 @@ impl AuditEvent {
     /// Sets the outcome (and the version released or found) from the answer.
     pub fn answered(mut self, response: &Response) -> Self {
         self.outcome = match response {
-            Response::Share(envelope) => {
+            Response::Share(envelope) | Response::ShareWithOlder { envelope, .. } => {
                 self.version = Some(envelope.header.version);
                 if envelope.header.tombstone {
                     Outcome::NotFound
@@ -114,13 +125,17 @@ impl AuditEvent {
                 }
             }
             Response::NotFound => Outcome::NotFound,
-            Response::Stored(PutOutcome::Stored) => Outcome::Stored,
+            Response::Stored(PutOutcome::Stored | PutOutcome::StoredKeepingOlder { .. }) => {
+                Outcome::Stored
+            }
             Response::Stored(PutOutcome::AlreadyStored) => Outcome::AlreadyStored,
             Response::Stored(PutOutcome::Superseded { .. })
             | Response::Repaired(RepairOutcome::Stored(PutOutcome::Superseded { .. })) => {
                 Outcome::Superseded
             }
-            Response::Repaired(RepairOutcome::Stored(PutOutcome::Stored)) => Outcome::Stored,
+            Response::Repaired(RepairOutcome::Stored(
+                PutOutcome::Stored | PutOutcome::StoredKeepingOlder { .. },
+            )) => Outcome::Stored,
             Response::Repaired(RepairOutcome::Stored(PutOutcome::AlreadyStored)) => {
                 Outcome::AlreadyStored
             }

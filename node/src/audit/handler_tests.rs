@@ -38,6 +38,7 @@ fn get() -> Request {
         request_id: RequestId([2; 16]),
         key: key(),
         purpose: Some(Purpose::new("treatment", "ward round").expect("purpose")),
+        version: None,
     }
 }
 

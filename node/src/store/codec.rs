@@ -153,8 +153,13 @@ pub(crate) type DecideFn = fn(&RecordKey, Option<&[u8]>, &Head, u32, &[u8]) -> R
 /// What a put does, given what is stored now.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Write the new value; it replaces `replaced` (for the counters).
-    Write { replaced: Option<Head> },
+    /// Write the new value; it replaces `replaced` (for the counters). `keep_replaced`: the
+    /// replaced value is an older version under a newer data version, to be kept (module
+    /// `retained`) until the new one is known complete.
+    Write {
+        replaced: Option<Head>,
+        keep_replaced: bool,
+    },
     /// Write nothing and answer this.
     Keep(PutOutcome),
 }
@@ -173,20 +178,26 @@ pub(crate) fn decide(
     new_value: &[u8],
 ) -> Result<Decision> {
     let Some(current) = current else {
-        return Ok(Decision::Write { replaced: None });
+        return Ok(Decision::Write {
+            replaced: None,
+            keep_replaced: false,
+        });
     };
     let stored = head(key.as_bytes(), current)?;
     Ok(match stored.version.cmp(&new.version) {
         Ordering::Less => Decision::Write {
             replaced: Some(stored),
+            keep_replaced: !new.tombstone,
         },
         Ordering::Equal if current == new_value => Decision::Keep(PutOutcome::AlreadyStored),
         Ordering::Equal => {
             // Also reports damage as damage, not as a competing writer.
             let stored_epoch = decode(key.as_bytes(), current)?.epoch();
             match stored_epoch.cmp(&new_epoch) {
+                // A refresh re-deals the same version: the old epoch is not kept.
                 Ordering::Less => Decision::Write {
                     replaced: Some(stored),
+                    keep_replaced: false,
                 },
                 Ordering::Greater => Decision::Keep(PutOutcome::Superseded {
                     current: stored.version,
@@ -218,6 +229,7 @@ pub(crate) fn decide_over_damage(
         Some(Err(Error::Corrupt { .. })) => Ok(Decision::Write {
             // Counted at open only if its head was readable.
             replaced: current.and_then(|value| head(key.as_bytes(), value).ok()),
+            keep_replaced: false,
         }),
         _ => decide(key, current, new, new_epoch, new_value),
     }
@@ -347,7 +359,10 @@ mod tests {
         let h6 = Head::of(&v6);
         assert!(matches!(
             decide(&key, Some(&v5), &h6, 0, &v6_value),
-            Ok(Decision::Write { replaced: Some(_) })
+            Ok(Decision::Write {
+                replaced: Some(_),
+                keep_replaced: true
+            })
         ));
         assert_eq!(
             decide(&key, Some(&v6_value), &h6, 0, &v6_value).expect("same"),
@@ -374,7 +389,10 @@ mod tests {
         let head = Head::of(&epoch0);
         assert!(matches!(
             decide(&key, Some(&v0), &head, 1, &v1),
-            Ok(Decision::Write { .. })
+            Ok(Decision::Write {
+                keep_replaced: false,
+                ..
+            })
         ));
         assert!(matches!(
             decide(&key, Some(&v1), &head, 0, &v0),
@@ -387,11 +405,14 @@ mod tests {
         assert!(decide(&key, Some(&damaged), &head, 1, &v1).is_err());
         assert!(matches!(
             decide_over_damage(&key, Some(&damaged), &head, 1, &v1),
-            Ok(Decision::Write { replaced: Some(_) })
+            Ok(Decision::Write {
+                replaced: Some(_),
+                keep_replaced: false
+            })
         ));
         assert!(matches!(
             decide_over_damage(&key, Some(b"x"), &head, 1, &v1),
-            Ok(Decision::Write { replaced: None })
+            Ok(Decision::Write { replaced: None, .. })
         ));
         // The inventory reports damage per entry.
         let entry = inventory_entry(b"a/b", &damaged).expect("named");

@@ -39,7 +39,8 @@ macro_rules! share_store_conformance_tests {
             tombstone_beats_older_puts, tombstone_purges_payload, list_order_prefix_and_paging,
             stats_follow_every_put, concurrent_puts_converge_to_the_highest,
             reopen_keeps_everything_acknowledged, corrupt_values_give_typed_errors,
-            epochs_order_within_a_version, repair_puts_replace_damage,
+            epochs_order_within_a_version, older_versions_are_kept_until_a_commit,
+            repair_puts_replace_damage,
             inventory_reports_damage_per_entry, staged_shares_survive_and_belong_to_one_refresh);
     };
     (@each $make:expr; $($check:ident),*) => {
@@ -65,6 +66,7 @@ pub async fn run_all<H: Harness>(make: impl Fn() -> H) {
     reopen_keeps_everything_acknowledged(&make()).await;
     corrupt_values_give_typed_errors(&make()).await;
     epochs_order_within_a_version(&make()).await;
+    older_versions_are_kept_until_a_commit(&make()).await;
     repair_puts_replace_damage(&make()).await;
     inventory_reports_damage_per_entry(&make()).await;
     staged_shares_survive_and_belong_to_one_refresh(&make()).await;
@@ -158,7 +160,8 @@ async fn get(store: &dyn ShareStore, name: &str) -> Option<ShareEnvelope> {
     store.get(&key(name)).await.expect("get")
 }
 
-/// Newer versions replace older ones; an older put is answered with the stored version.
+/// Newer versions replace older ones (which are kept under them); an older put is answered
+/// with the stored version.
 pub async fn keeps_the_highest_version(h: &impl Harness) {
     let store = h.open().await;
     assert_eq!(get(&*store, "k").await, None);
@@ -168,7 +171,7 @@ pub async fn keeps_the_highest_version(h: &impl Harness) {
     );
     assert_eq!(
         put(&*store, &share("k", 3, b"three")).await,
-        PutOutcome::Stored
+        PutOutcome::StoredKeepingOlder { retained: 1 }
     );
     assert_eq!(
         put(&*store, &share("k", 2, b"two")).await,
@@ -216,9 +219,10 @@ pub async fn tombstone_beats_older_puts(h: &impl Harness) {
         );
     }
     assert_eq!(get(&*store, "k").await, Some(tombstone("k", 3)));
+    // The tombstone is kept under the revival (a reader may need to know of it).
     assert_eq!(
         put(&*store, &share("k", 4, b"again")).await,
-        PutOutcome::Stored
+        PutOutcome::StoredKeepingOlder { retained: 1 }
     );
 }
 
@@ -426,9 +430,14 @@ pub async fn epochs_order_within_a_version(h: &impl Harness) {
         get(&*store, "k").await,
         Some(refreshed("k", 5, 1, b"epoch1"))
     );
+    // The refreshed epoch is kept under the new version, not the epoch it replaced.
     assert_eq!(
         put(&*store, &share("k", 6, b"new")).await,
-        PutOutcome::Stored
+        PutOutcome::StoredKeepingOlder { retained: 1 }
+    );
+    assert_eq!(
+        store.get_version(&key("k"), version(5)).await.expect("get"),
+        Some(refreshed("k", 5, 1, b"epoch1"))
     );
     assert_eq!(
         store.stats().await.expect("stats"),
@@ -436,6 +445,75 @@ pub async fn epochs_order_within_a_version(h: &impl Harness) {
             records: 1,
             tombstones: 0,
             bytes: 3
+        }
+    );
+}
+
+/// An older data version replaced by a newer one stays readable by version until a commit of
+/// a version the store holds; a tombstone keeps nothing under it; kept versions survive a
+/// restart and are bounded.
+pub async fn older_versions_are_kept_until_a_commit(h: &impl Harness) {
+    let store = h.open().await;
+    let k = key("k");
+    let held = |store: Arc<dyn ShareStore>| {
+        let k = k.clone();
+        async move {
+            let (envelope, older) = store.get_held(&k).await.expect("held").expect("some");
+            let older: Vec<(u64, bool)> = older
+                .iter()
+                .map(|o| (o.version.clock_micros, o.tombstone))
+                .collect();
+            (envelope.header.version.clock_micros, older)
+        }
+    };
+    put(&*store, &share("k", 1, b"one")).await;
+    put(&*store, &share("k", 3, b"three")).await;
+    assert_eq!(
+        put(&*store, &share("k", 5, b"five")).await,
+        PutOutcome::StoredKeepingOlder { retained: 2 }
+    );
+    assert_eq!(held(store.clone()).await, (5, vec![(1, false), (3, false)]));
+    let by_version = |clock| {
+        let (store, k) = (store.clone(), k.clone());
+        async move { store.get_version(&k, version(clock)).await.expect("get") }
+    };
+    assert_eq!(by_version(1).await, Some(share("k", 1, b"one")));
+    assert_eq!(by_version(5).await, Some(share("k", 5, b"five")));
+    assert_eq!(by_version(2).await, None);
+    // A commit of a version the store does not hold changes nothing.
+    assert_eq!(store.commit(&k, version(4)).await.expect("commit"), 0);
+    assert_eq!(store.commit(&k, version(3)).await.expect("commit"), 1);
+    assert_eq!(held(store.clone()).await, (5, vec![(3, false)]));
+    let store = h.reopen(store).await;
+    assert_eq!(held(store.clone()).await, (5, vec![(3, false)]));
+    assert_eq!(store.commit(&k, version(5)).await.expect("commit"), 1);
+    assert_eq!(held(store.clone()).await, (5, vec![]));
+    // A tombstone purges every older share; a later put keeps the tombstone under it.
+    put(&*store, &share("k", 6, b"six")).await;
+    assert_eq!(put(&*store, &tombstone("k", 7)).await, PutOutcome::Stored);
+    assert_eq!(held(store.clone()).await, (7, vec![]));
+    assert_eq!(store.get_version(&k, version(6)).await.expect("get"), None);
+    assert_eq!(
+        put(&*store, &share("k", 9, b"nine")).await,
+        PutOutcome::StoredKeepingOlder { retained: 1 }
+    );
+    assert_eq!(held(store.clone()).await, (9, vec![(7, true)]));
+    // Bounded, newest kept.
+    let mut last = PutOutcome::Stored;
+    for clock in 10..30 {
+        last = put(&*store, &share("k", clock, b"many")).await;
+    }
+    let max = super::retained::RETAINED_MAX as u32;
+    assert_eq!(last, PutOutcome::StoredKeepingOlder { retained: max });
+    let (top, older) = held(store.clone()).await;
+    assert_eq!(top, 29);
+    assert_eq!(older.first().map(|o| o.0), Some(29 - u64::from(max)));
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            records: 1,
+            tombstones: 0,
+            bytes: 4
         }
     );
 }

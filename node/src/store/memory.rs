@@ -9,15 +9,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
-use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::message::{ListEntry, PutOutcome, RetainedVersion};
 use bunsan_protocol::repair::SessionId;
-use bunsan_protocol::RecordKey;
+use bunsan_protocol::{RecordKey, Version};
 
 use super::codec::{self, Decision, Head};
-use super::{Counters, InventoryPage, ShareStore, StoreStats};
+use super::{retained, Counters, InventoryPage, ShareStore, StoreStats};
 use crate::error::Result;
 
 type Map = BTreeMap<Vec<u8>, Arc<Vec<u8>>>;
+/// Per key, the older versions kept under the head (module `retained`), oldest first.
+type Older = BTreeMap<Vec<u8>, Vec<(Head, Arc<Vec<u8>>)>>;
 
 /// A share store held in a `BTreeMap` behind a mutex. Cloning gives another handle to the same
 /// map.
@@ -25,6 +27,8 @@ type Map = BTreeMap<Vec<u8>, Arc<Vec<u8>>>;
 pub struct MemoryStore {
     // Values are behind `Arc` so a get copies a pointer, not a 64 MiB share, under the lock.
     map: Arc<Mutex<Map>>,
+    /// Always locked after `map`, never alone while writing.
+    older: Arc<Mutex<Older>>,
     /// Staged refresh envelopes, in the form of `codec::encode_staged`.
     staged: Arc<Mutex<Map>>,
     counters: Arc<Counters>,
@@ -56,6 +60,7 @@ impl MemoryStore {
         }
         Self {
             map: self.map.clone(),
+            older: self.older.clone(),
             staged: self.staged.clone(),
             counters: Arc::new(counters),
         }
@@ -73,6 +78,16 @@ impl MemoryStore {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_older(&self) -> MutexGuard<'_, Older> {
+        self.older.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The kept versions of `key` under the head `top`.
+    fn kept(&self, key: &[u8], top: Option<&Head>) -> Vec<(Head, Arc<Vec<u8>>)> {
+        let items = self.lock_older().get(key).cloned().unwrap_or_default();
+        retained::normalize(items, top)
+    }
+
     fn lock_staged(&self) -> MutexGuard<'_, Map> {
         self.staged.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -82,13 +97,35 @@ impl MemoryStore {
         let head = Head::of(envelope);
         let key = &envelope.header.key;
         let mut map = self.lock();
-        let current = map.get(key.as_bytes()).map(|v| v.as_slice());
-        match decide(key, current, &head, envelope.epoch(), &value)? {
+        let current = map.get(key.as_bytes()).cloned();
+        match decide(
+            key,
+            current.as_deref().map(|v| v.as_slice()),
+            &head,
+            envelope.epoch(),
+            &value,
+        )? {
             Decision::Keep(outcome) => Ok(outcome),
-            Decision::Write { replaced } => {
+            Decision::Write {
+                replaced,
+                keep_replaced,
+            } => {
+                let mut older = self.lock_older();
+                let mut items = older.remove(key.as_bytes()).unwrap_or_default();
+                if let (true, Some(old), Some(value)) = (keep_replaced, replaced, current) {
+                    items.push((old, value));
+                }
+                let items = retained::normalize(items, Some(&head));
+                let kept = items.len() as u32;
+                if !items.is_empty() {
+                    older.insert(key.as_bytes().to_vec(), items);
+                }
                 map.insert(key.as_bytes().to_vec(), Arc::new(value));
                 self.counters.replace(replaced.as_ref(), &head);
-                Ok(PutOutcome::Stored)
+                Ok(match kept {
+                    0 => PutOutcome::Stored,
+                    retained => PutOutcome::StoredKeepingOlder { retained },
+                })
             }
         }
     }
@@ -109,6 +146,52 @@ impl ShareStore for MemoryStore {
         value
             .map(|value| codec::decode(key.as_bytes(), &value))
             .transpose()
+    }
+
+    async fn get_held(
+        &self,
+        key: &RecordKey,
+    ) -> Result<Option<(ShareEnvelope, Vec<RetainedVersion>)>> {
+        let Some(envelope) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let kept = self.kept(key.as_bytes(), Some(&Head::of(&envelope)));
+        Ok(Some((envelope, retained::listing(&kept))))
+    }
+
+    async fn get_version(
+        &self,
+        key: &RecordKey,
+        version: Version,
+    ) -> Result<Option<ShareEnvelope>> {
+        let Some(envelope) = self.get(key).await? else {
+            return Ok(None);
+        };
+        if envelope.header.version == version {
+            return Ok(Some(envelope));
+        }
+        self.kept(key.as_bytes(), Some(&Head::of(&envelope)))
+            .into_iter()
+            .find(|(head, _)| head.version == version)
+            .map(|(_, value)| codec::decode(key.as_bytes(), &value))
+            .transpose()
+    }
+
+    async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32> {
+        let map = self.lock();
+        let top = map
+            .get(key.as_bytes())
+            .and_then(|value| codec::head(key.as_bytes(), value).ok());
+        let mut older = self.lock_older();
+        let mut items = retained::normalize(
+            older.remove(key.as_bytes()).unwrap_or_default(),
+            top.as_ref(),
+        );
+        let dropped = retained::commit(&mut items, top.as_ref(), version);
+        if !items.is_empty() {
+            older.insert(key.as_bytes().to_vec(), items);
+        }
+        Ok(dropped)
     }
 
     async fn list(

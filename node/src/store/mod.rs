@@ -1,4 +1,5 @@
-//! The share store: per record key, the highest version envelope this node holds.
+//! The share store: per record key, the highest version envelope this node holds, and the
+//! older versions it keeps under it until that one is known complete (module `retained`).
 //!
 //! [`ShareStore`] is a small async trait so that backends with very different engines fit
 //! behind it: [`sled`] (the default, on local disk), [`memory`] (tests), and [`s3`], an
@@ -17,6 +18,7 @@ pub(crate) mod codec;
 pub mod conformance;
 mod group_commit;
 pub mod memory;
+pub(crate) mod retained;
 pub mod s3;
 pub mod sled;
 
@@ -26,9 +28,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
-use bunsan_protocol::message::{InventoryEntry, ListEntry, PutOutcome};
+use bunsan_protocol::message::{InventoryEntry, ListEntry, PutOutcome, RetainedVersion};
 use bunsan_protocol::repair::SessionId;
-use bunsan_protocol::{RecordKey, ShareIndex};
+use bunsan_protocol::{RecordKey, ShareIndex, Version};
 
 use crate::config::{StoreBackend, StoreConfig};
 use crate::error::Result;
@@ -36,15 +38,18 @@ use crate::objstore::ObjectSite;
 
 /// A node's share store. Implementations are safe to share between tasks (`Arc<dyn ShareStore>`).
 ///
-/// Invariant every backend keeps: for each key, the stored envelope is the one with the highest
-/// version ever successfully put (tombstones included), and every acknowledged put survives a
-/// crash.
+/// Invariants every backend keeps: for each key, the head is the envelope with the highest
+/// version ever successfully put (tombstones included); an older data version replaced by a
+/// newer data version stays readable by version until a [`ShareStore::commit`] of a newer
+/// version the store holds, or a tombstone, removes it (module `retained`, at most
+/// `RETAINED_MAX` per key); every acknowledged put survives a crash.
 #[async_trait]
 pub trait ShareStore: Send + Sync + 'static {
     /// Stores `envelope` if the store holds nothing for its key or an older version; atomic
     /// against concurrent puts of the same key.
     ///
-    /// - newer than the stored version (or nothing stored): written, [`PutOutcome::Stored`];
+    /// - newer than the stored version (or nothing stored): written, [`PutOutcome::Stored`],
+    ///   or [`PutOutcome::StoredKeepingOlder`] when older data versions are kept under it;
     /// - same version, identical bytes: [`PutOutcome::AlreadyStored`] (an idempotent retry);
     /// - same version, different bytes: [`Error::Conflict`](crate::Error::Conflict);
     /// - older: [`PutOutcome::Superseded`] with the stored version, nothing written.
@@ -56,6 +61,22 @@ pub trait ShareStore: Send + Sync + 'static {
     /// The stored envelope for `key` (possibly a tombstone), decoded and checked; damaged bytes
     /// give [`Error::Corrupt`](crate::Error::Corrupt), never a panic.
     async fn get(&self, key: &RecordKey) -> Result<Option<ShareEnvelope>>;
+
+    /// Like [`ShareStore::get`], with the older versions kept under the head, oldest first.
+    async fn get_held(
+        &self,
+        key: &RecordKey,
+    ) -> Result<Option<(ShareEnvelope, Vec<RetainedVersion>)>>;
+
+    /// The envelope of exactly `version` of `key`: the head or a kept older version, decoded
+    /// and checked.
+    async fn get_version(&self, key: &RecordKey, version: Version)
+        -> Result<Option<ShareEnvelope>>;
+
+    /// `version` of `key` reached its write quorum: if this store holds it, the kept versions
+    /// below it are dropped. Returns how many. Need not be durable when it returns: a lost
+    /// commit only keeps more, and the next commit of the key catches up.
+    async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32>;
 
     /// Up to `limit` entries whose keys start with `prefix` and sort after `start_after`, in
     /// key (byte) order, tombstones included.

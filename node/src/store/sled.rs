@@ -1,13 +1,17 @@
 //! The durable [`ShareStore`]: sled 0.34 on local disk.
 //!
-//! Layout: tree `shares` maps record key bytes to a stored value (see `codec`); tree `staged`
+//! Layout: tree `shares` maps record key bytes to a stored value (see `codec`); tree `older`
+//! maps a key to the older versions kept under it (module `retained`); tree `staged`
 //! holds refreshed shares of the next epoch until their refresh commits; tree `meta` records
 //! the store format and the node's share index, written once when the store is created and
 //! checked on every open, so node-2 pointed at node-1's disk refuses to start.
 //!
-//! A put is a `compare_and_swap` loop (atomic put-if-newer without locks), then a wait for
-//! durability through group commit: concurrent puts share one `flush_async` (one fsync)
-//! instead of paying one each.
+//! A put decides and writes under a per-key lock stripe (the head and the kept versions live
+//! in two trees and must change together), then waits for durability through group commit:
+//! concurrent puts share one `flush_async` (one fsync) instead of paying one each. The two
+//! trees are written in the order that leaves a crash harmless: a kept version before the head
+//! that replaces it, a tombstone before the purge of what it deletes; reads normalise the list
+//! under the head they see.
 //!
 //! Known limit: sled keeps replaced values in its log until it rewrites the segment, so a
 //! tombstone removes a share from every read path at once but not yet from the disk blocks.
@@ -19,26 +23,47 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
-use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::message::{ListEntry, PutOutcome, RetainedVersion};
 use bunsan_protocol::repair::SessionId;
-use bunsan_protocol::{RecordKey, ShareIndex};
-use sled::{CompareAndSwapError, IVec, Tree};
+use bunsan_protocol::{RecordKey, ShareIndex, Version};
+use sled::{IVec, Tree};
 
 use super::codec::{self, Decision, Head, STORE_VALUE_FORMAT};
 use super::group_commit::GroupCommit;
-use super::{Counters, InventoryPage, ShareStore, StoreStats};
+use super::{retained, Counters, InventoryPage, ShareStore, StoreStats};
 use crate::error::{Error, Result};
 
 const META_FORMAT: &[u8] = b"format";
 const META_INDEX: &[u8] = b"index";
+/// Stripes of the per-key write lock: writes of different keys rarely wait on each other.
+const KEY_LOCKS: usize = 64;
 
 /// A share store in a sled database directory.
 pub struct SledStore {
     db: sled::Db,
     shares: Tree,
+    older: Tree,
     staged: Tree,
     counters: Arc<Counters>,
     commit: GroupCommit,
+    locks: Arc<KeyLocks>,
+}
+
+/// The per-key write lock stripes.
+struct KeyLocks([std::sync::Mutex<()>; KEY_LOCKS]);
+
+impl KeyLocks {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| std::sync::Mutex::new(())))
+    }
+
+    fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = blake3::hash(key).as_bytes()[0] as usize % KEY_LOCKS;
+        // The lock guards no data of its own: a poisoned one is as good as any.
+        self.0[stripe]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for SledStore {
@@ -65,6 +90,7 @@ impl SledStore {
         let db = sled::Config::new().path(path).open()?;
         let meta = db.open_tree("meta")?;
         let shares = db.open_tree("shares")?;
+        let older = db.open_tree("older")?;
         let staged = db.open_tree("staged")?;
         check_meta(path, &meta, &shares, index)?;
         let counters = Counters::default();
@@ -81,8 +107,10 @@ impl SledStore {
             commit: GroupCommit::new(db.clone()),
             db,
             shares,
+            older,
             staged,
             counters: Arc::new(counters),
+            locks: Arc::new(KeyLocks::new()),
         })
     }
 
@@ -108,8 +136,8 @@ impl SledStore {
 }
 
 impl SledStore {
-    /// An atomic put-if-newer with the given decision rule: a `compare_and_swap` loop, then a
-    /// wait for durability.
+    /// An atomic put-if-newer with the given decision rule, under the key's lock stripe, then
+    /// a wait for durability.
     async fn put_with(
         &self,
         envelope: &ShareEnvelope,
@@ -119,28 +147,56 @@ impl SledStore {
         let head = Head::of(envelope);
         let epoch = envelope.epoch();
         let key = envelope.header.key.clone();
-        let (shares, counters) = (self.shares.clone(), self.counters.clone());
+        let (shares, older, counters, locks) = (
+            self.shares.clone(),
+            self.older.clone(),
+            self.counters.clone(),
+            self.locks.clone(),
+        );
         let outcome = blocking(move || {
-            let mut current = shares.get(key.as_bytes())?;
-            loop {
-                match decide(&key, current.as_deref(), &head, epoch, &value)? {
-                    Decision::Keep(outcome) => return Ok(outcome),
-                    Decision::Write { replaced } => {
-                        match shares.compare_and_swap(
-                            key.as_bytes(),
-                            current,
-                            Some(value.clone()),
-                        )? {
-                            Ok(()) => {
-                                counters.replace(replaced.as_ref(), &head);
-                                return Ok(PutOutcome::Stored);
-                            }
-                            // Another put won the race: decide again against what it wrote.
-                            Err(CompareAndSwapError { current: now, .. }) => current = now,
-                        }
+            let key = key.as_bytes();
+            let _guard = locks.lock(key);
+            let current = shares.get(key)?;
+            let (replaced, keep_replaced) = match decide(
+                &envelope_key(key)?,
+                current.as_deref(),
+                &head,
+                epoch,
+                &value,
+            )? {
+                Decision::Keep(outcome) => return Ok(outcome),
+                Decision::Write {
+                    replaced,
+                    keep_replaced,
+                } => (replaced, keep_replaced),
+            };
+            let kept_now = older.get(key)?;
+            let mut items = retained::read(key, kept_now.as_deref(), replaced.as_ref())?;
+            if let (true, Some(old), Some(current)) = (keep_replaced, replaced, current) {
+                items.push((old, current.to_vec()));
+            }
+            let items = retained::normalize(items, Some(&head));
+            let values: Vec<&[u8]> = items.iter().map(|(_, v)| v.as_slice()).collect();
+            if head.tombstone {
+                shares.insert(key, value)?;
+                older.remove(key)?;
+            } else {
+                match values.is_empty() {
+                    true if kept_now.is_some() => {
+                        older.remove(key)?;
+                    }
+                    true => {}
+                    false => {
+                        older.insert(key, retained::encode(&values))?;
                     }
                 }
+                shares.insert(key, value)?;
             }
+            counters.replace(replaced.as_ref(), &head);
+            Ok(match items.len() as u32 {
+                0 => PutOutcome::Stored,
+                retained => PutOutcome::StoredKeepingOlder { retained },
+            })
         })
         .await?;
         // Every outcome waits, not only writes: AlreadyStored and Superseded report a value
@@ -148,6 +204,29 @@ impl SledStore {
         self.commit.durable().await?;
         Ok(outcome)
     }
+
+    /// The head of `key` (if it reads) and the kept versions under it.
+    fn held_blocking(
+        shares: &Tree,
+        older: &Tree,
+        key: &[u8],
+    ) -> Result<Option<(IVec, retained::KeptValues)>> {
+        let Some(value) = shares.get(key)? else {
+            return Ok(None);
+        };
+        let top = codec::head(key, &value)?;
+        let kept = older.get(key)?;
+        let items = retained::read(key, kept.as_deref(), Some(&top))?;
+        Ok(Some((value, items)))
+    }
+}
+
+/// The record key a stored key names; a stored key that is not one is damage.
+fn envelope_key(key: &[u8]) -> Result<RecordKey> {
+    RecordKey::from_bytes(key).map_err(|e| Error::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Creates the data directory with mode 0700: it holds share material.
@@ -226,6 +305,76 @@ impl ShareStore for SledStore {
                 .get(key.as_bytes())?
                 .map(|value| codec::decode(key.as_bytes(), &value))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn get_held(
+        &self,
+        key: &RecordKey,
+    ) -> Result<Option<(ShareEnvelope, Vec<RetainedVersion>)>> {
+        let (shares, older, key) = (self.shares.clone(), self.older.clone(), key.clone());
+        blocking(move || {
+            let key = key.as_bytes();
+            let Some((value, items)) = Self::held_blocking(&shares, &older, key)? else {
+                return Ok(None);
+            };
+            Ok(Some((
+                codec::decode(key, &value)?,
+                retained::listing(&items),
+            )))
+        })
+        .await
+    }
+
+    async fn get_version(
+        &self,
+        key: &RecordKey,
+        version: Version,
+    ) -> Result<Option<ShareEnvelope>> {
+        let (shares, older, key) = (self.shares.clone(), self.older.clone(), key.clone());
+        blocking(move || {
+            let key = key.as_bytes();
+            let Some((value, items)) = Self::held_blocking(&shares, &older, key)? else {
+                return Ok(None);
+            };
+            if codec::head(key, &value)?.version == version {
+                return codec::decode(key, &value).map(Some);
+            }
+            items
+                .into_iter()
+                .find(|(head, _)| head.version == version)
+                .map(|(_, value)| codec::decode(key, &value))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32> {
+        let (shares, older, locks, key) = (
+            self.shares.clone(),
+            self.older.clone(),
+            self.locks.clone(),
+            key.clone(),
+        );
+        blocking(move || {
+            let key = key.as_bytes();
+            let _guard = locks.lock(key);
+            let Some((value, mut items)) = Self::held_blocking(&shares, &older, key)? else {
+                return Ok(0);
+            };
+            let top = codec::head(key, &value)?;
+            let dropped = retained::commit(&mut items, Some(&top), version);
+            if dropped > 0 {
+                match items.is_empty() {
+                    true => older.remove(key).map(drop)?,
+                    false => {
+                        let values: Vec<&[u8]> = items.iter().map(|(_, v)| v.as_slice()).collect();
+                        older.insert(key, retained::encode(&values)).map(drop)?
+                    }
+                }
+            }
+            Ok(dropped)
         })
         .await
     }

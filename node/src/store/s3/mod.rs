@@ -30,10 +30,15 @@
 //! epoch) under another name (different flag or length, so `If-None-Match` could not see it)
 //! makes it [`Error::Conflict`] (deleted too; if both writers see each other both get the
 //! conflict and neither version stays, which is right for two different envelopes signed with
-//! one version); otherwise every lower object is deleted, so a tombstone removes the older
-//! share. Whichever of two racing writers lists last sees the other, so every lower object is
-//! deleted by someone. A failed delete is logged and retried by the key's next put; until
-//! then the older object lingers under the newer one but is never served.
+//! one version); otherwise every lower object that is not kept (module `retained`: older data
+//! versions under a new data version, until a commit) is deleted, so a tombstone removes every
+//! older share. Whichever of two racing writers lists last sees the other, so every lower
+//! object is deleted by someone. A failed delete is logged and retried by the key's next put
+//! or commit; until then the leftover lingers under the newer object but is never served.
+//!
+//! **Kept versions** are simply the lower objects of the key's folder that
+//! `retained::normalize` keeps: their names say everything a reader needs to be told, and a
+//! commit deletes the objects below the committed version.
 //!
 //! Assumes the strong read-after-write and list-after-write consistency of AWS S3 (since
 //! 2020), RGW, MinIO and Garage.
@@ -57,13 +62,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bunsan_protocol::envelope::ShareEnvelope;
-use bunsan_protocol::message::{ListEntry, PutOutcome};
+use bunsan_protocol::message::{ListEntry, PutOutcome, RetainedVersion};
 use bunsan_protocol::repair::SessionId;
-use bunsan_protocol::{RecordKey, ShareIndex};
+use bunsan_protocol::{RecordKey, ShareIndex, Version};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::codec::{self, Decision, Head, STORE_VALUE_FORMAT};
-use super::{Counters, InventoryPage, ShareStore, StoreStats};
+use super::{retained, Counters, InventoryPage, ShareStore, StoreStats};
 use crate::error::{Error, Result};
 use crate::objstore::{Created, ObjectSite};
 
@@ -306,7 +311,10 @@ impl S3Store {
                 Ok(current) => decide(key, Some(&current), &head, epoch, &value)?,
                 // An object that does not open: only a repair's put may replace it.
                 Err(e) if !over_damage => return Err(e),
-                Err(_) => Decision::Write { replaced: None },
+                Err(_) => Decision::Write {
+                    replaced: None,
+                    keep_replaced: false,
+                },
             };
             if let Decision::Keep(outcome) = decision {
                 return Ok(outcome);
@@ -319,7 +327,10 @@ impl S3Store {
             replaced = Some(top.head);
         }
         let outcome = self.create(key, &ours, epoch, &value).await?;
-        if outcome == PutOutcome::Stored {
+        if matches!(
+            outcome,
+            PutOutcome::Stored | PutOutcome::StoredKeepingOlder { .. }
+        ) {
             self.counters.replace(replaced.as_ref(), &head);
         }
         Ok(outcome)
@@ -371,12 +382,70 @@ impl S3Store {
                 version: head.version,
             });
         }
-        for older in versions.iter().filter(|v| v.slot < slot) {
+        let lower: Vec<Versioned> = versions.into_iter().filter(|v| v.slot < slot).collect();
+        let kept = Self::kept(lower.clone(), head);
+        for older in lower.iter().filter(|v| !kept.contains(v)) {
             if let Err(e) = self.site.delete(&older.name).await {
                 tracing::warn!(error = %e, "an older version object was not deleted; the next put retries");
             }
         }
-        Ok(PutOutcome::Stored)
+        Ok(match kept.len() as u32 {
+            0 => PutOutcome::Stored,
+            retained => PutOutcome::StoredKeepingOlder { retained },
+        })
+    }
+
+    /// The objects among `lower` (sorted, all below `top`) kept under `top` (module
+    /// `retained`); the others are leftovers any put or commit of the key may delete.
+    fn kept(lower: Vec<Versioned>, top: &Head) -> Vec<Versioned> {
+        let items = lower.into_iter().map(|v| (v.head, v)).collect();
+        retained::normalize(items, Some(top))
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Reads and checks the envelope in object `listed` of `key`; `None` if it vanished.
+    async fn open_share(
+        &self,
+        key: &RecordKey,
+        listed: &Versioned,
+    ) -> Result<Option<ShareEnvelope>> {
+        let Some(body) = self.site.get(&listed.name).await? else {
+            return Ok(None);
+        };
+        let (stored_key, value) = unframe(listed, &body)?;
+        if stored_key != key.as_bytes() {
+            return Err(corrupt(&listed.name, "object holds another record key"));
+        }
+        let envelope = codec::decode(key.as_bytes(), value)?;
+        if (envelope.header.version, envelope.epoch()) != listed.slot {
+            return Err(corrupt(
+                &listed.name,
+                "object name disagrees with its envelope",
+            ));
+        }
+        Ok(Some(envelope))
+    }
+
+    /// The highest object of `key` opened, and the objects kept under it; lists again when
+    /// the object vanished between the listing and the read.
+    async fn held(&self, key: &RecordKey) -> Result<Option<(ShareEnvelope, Vec<Versioned>)>> {
+        let hk = self.hk(key);
+        for _ in 0..READ_ATTEMPTS {
+            let mut versions = self.versions(&hk).await?;
+            let Some(top) = versions.pop() else {
+                return Ok(None);
+            };
+            if let Some(envelope) = self.open_share(key, &top).await? {
+                return Ok(Some((envelope, Self::kept(versions, &top.head))));
+            }
+        }
+        Err(Error::ObjectStore {
+            operation: "get",
+            name: format!("shares/{hk}/"),
+            reason: format!("the highest object vanished {READ_ATTEMPTS} times in a row"),
+        })
     }
 
     /// The opened body of a listed object, reloading its key's highest when it vanished.
@@ -408,6 +477,56 @@ impl ShareStore for S3Store {
             ));
         }
         Ok(Some(envelope))
+    }
+
+    async fn get_held(
+        &self,
+        key: &RecordKey,
+    ) -> Result<Option<(ShareEnvelope, Vec<RetainedVersion>)>> {
+        Ok(self.held(key).await?.map(|(envelope, kept)| {
+            let items: Vec<_> = kept.into_iter().map(|v| (v.head, ())).collect();
+            (envelope, retained::listing(&items))
+        }))
+    }
+
+    async fn get_version(
+        &self,
+        key: &RecordKey,
+        version: Version,
+    ) -> Result<Option<ShareEnvelope>> {
+        let Some((envelope, kept)) = self.held(key).await? else {
+            return Ok(None);
+        };
+        if envelope.header.version == version {
+            return Ok(Some(envelope));
+        }
+        match kept.iter().find(|v| v.slot.0 == version) {
+            // Gone since the listing: a commit dropped it, as if it had never been kept.
+            Some(listed) => self.open_share(key, listed).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32> {
+        let hk = self.hk(key);
+        let _guard = self.lock(&hk).await;
+        let mut versions = self.versions(&hk).await?;
+        let Some(top) = versions.pop() else {
+            return Ok(0);
+        };
+        let mut items: Vec<_> = Self::kept(versions.clone(), &top.head)
+            .into_iter()
+            .map(|v| (v.head, v))
+            .collect();
+        let dropped = retained::commit(&mut items, Some(&top.head), version);
+        let held = top.slot.0 == version || items.iter().any(|(h, _)| h.version == version);
+        if held {
+            // Leftovers below the committed version (not kept, not yet deleted) go too.
+            for lower in versions.iter().filter(|v| v.slot.0 < version) {
+                self.site.delete(&lower.name).await?;
+            }
+        }
+        Ok(dropped)
     }
 
     async fn list(

@@ -197,11 +197,28 @@ async fn two_processes_racing_versions_converge_to_the_highest() {
         let stored = store.get(&key("hot")).await.expect("get").expect("stored");
         assert_eq!(stored.header.version.clock_micros, VERSIONS);
     }
-    let left = site(&backing)
-        .list("shares/", None, 100)
-        .await
-        .expect("list");
-    assert_eq!(left.len(), 1, "every lower version deleted: {left:?}");
+    let listed = || async {
+        site(&backing)
+            .list("shares/", None, 100)
+            .await
+            .expect("list")
+    };
+    let left = listed().await;
+    assert!(
+        left.len() <= 1 + crate::store::retained::RETAINED_MAX,
+        "lower versions beyond the kept ones deleted: {left:?}"
+    );
+    let top = Version {
+        clock_micros: VERSIONS,
+        writer: WriterId(0xbeef),
+    };
+    one.commit(&key("hot"), top).await.expect("commit");
+    let left = listed().await;
+    assert_eq!(
+        left.len(),
+        1,
+        "every lower version deleted by the commit: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,11 +406,19 @@ async fn races_with_another_process_are_settled_after_the_create() {
         Some(share("high", 9, b"newer"))
     );
 
-    // A lower version written meanwhile: deleted by the higher put.
+    // A lower version written meanwhile: kept under the higher put until a commit.
     plant(share("low", 2, b"older")).await;
     assert_eq!(
         create(share("low", 3, b"newer")).await.expect("create"),
-        PutOutcome::Stored
+        PutOutcome::StoredKeepingOlder { retained: 1 }
+    );
+    let version = |clock| Version {
+        clock_micros: clock,
+        writer: WriterId(0xbeef),
+    };
+    assert_eq!(
+        store.commit(&key("low"), version(3)).await.expect("commit"),
+        1
     );
     assert_eq!(
         site.list(&folder("low"), None, 10)
