@@ -20,6 +20,8 @@
 //! max_inflight_request_bytes = 1073741824
 //! [store]
 //! backend = "sled"         # "sled" (default), "memory" or "s3"
+//! tombstone_retention_secs = 2592000  # tombstones older than this (30 days) are compacted
+//! compaction_interval_ms = 3600000    # how often; 0 turns compaction off
 //! # [store.s3]             # required iff backend = "s3"; see [`S3Config`]
 //! # endpoint = "https://rgw.site-1.example"
 //! # bucket = "bunsan-site-1"
@@ -173,13 +175,41 @@ impl Default for Limits {
 }
 
 /// The `[store]` table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// The backend; sled unless stated.
     pub backend: StoreBackend,
     /// The bucket of the `s3` backend: required with it, refused with any other.
     pub s3: Option<S3Config>,
+    /// How long a tombstone is kept, in seconds, before compaction removes it. Default 30
+    /// days. While compaction is on, the node refuses puts and deletes whose version is older
+    /// than this: such a late write could otherwise bring back a record whose tombstone was
+    /// compacted. A write's version is its writer's clock, so this also bounds the clock skew a
+    /// writer may have.
+    pub tombstone_retention_secs: u64,
+    /// How often compaction looks for tombstones past their retention, in milliseconds.
+    /// Default one hour. 0 turns compaction (and the refusal of old versions) off.
+    pub compaction_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::default(),
+            s3: None,
+            tombstone_retention_secs: 30 * 24 * 3600,
+            compaction_interval_ms: 3_600_000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// How long tombstones are kept, if compaction is on.
+    pub fn tombstone_retention(&self) -> Option<std::time::Duration> {
+        (self.compaction_interval_ms > 0)
+            .then(|| std::time::Duration::from_secs(self.tombstone_retention_secs))
+    }
 }
 
 /// Where shares are kept.
@@ -297,6 +327,9 @@ impl NodeConfig {
             "audit.checkpoint_interval_ms must be at least 10 and audit.cosign_interval_ms at \
              least 100"
                 .to_owned()
+        } else if self.store.compaction_interval_ms > 0 && self.store.tombstone_retention_secs == 0
+        {
+            "store.tombstone_retention_secs must be at least 1 while compaction is on".to_owned()
         } else if self.audit.checkpoint_entries == 0 {
             "audit.checkpoint_entries must be at least 1".to_owned()
         } else if l.max_inflight_request_bytes < frame_max {

@@ -10,7 +10,7 @@
 //! is withheld (a share is never released unaudited) and the peer gets `Unavailable`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{
@@ -25,6 +25,7 @@ use tracing::Span;
 
 use crate::audit::{service, AuditEvent, AuditLog, Witness};
 use crate::checks::Checks;
+use crate::compaction::Compaction;
 use crate::error::Error;
 use crate::peers::Peers;
 use crate::refresh::Refreshes;
@@ -54,6 +55,8 @@ pub struct Handler {
     refreshes: Refreshes,
     audit: Arc<AuditLog>,
     witness: Option<Arc<Witness>>,
+    /// While tombstones are compacted, writes older than their retention are refused.
+    compaction: Option<Compaction>,
 }
 
 impl Handler {
@@ -79,7 +82,15 @@ impl Handler {
             checks,
             started: Instant::now(),
             witness: None,
+            compaction: None,
         }
+    }
+
+    /// Refuses puts and deletes older than `rule`'s retention: tombstones that old may have
+    /// been compacted (see [`crate::compaction`]).
+    pub fn with_compaction(mut self, rule: Option<Compaction>) -> Self {
+        self.compaction = rule;
+        self
     }
 
     /// Lets the handler take part in repairs and refreshes, talking to `peers`.
@@ -321,6 +332,19 @@ impl Handler {
                     self.node_id, self.index, envelope.index
                 ),
             );
+        }
+        if let Some(rule) = &self.compaction {
+            if !rule.admits(envelope.header.version, SystemTime::now()) {
+                return refuse(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "version {} is older than the tombstone retention ({} s): a write this \
+                         late could bring back a record whose tombstone was compacted",
+                        envelope.header.version,
+                        rule.retention.as_secs()
+                    ),
+                );
+            }
         }
         // The node reads the clock here, not in the protocol core: certificates must be valid
         // now for a write to be accepted.

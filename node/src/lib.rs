@@ -40,6 +40,7 @@
 pub mod audit;
 pub mod checks;
 pub mod cli;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod export;
@@ -180,6 +181,10 @@ impl Node {
         };
         let metrics = Arc::new(metrics::Metrics::new(&config.id, config.index));
         let (stop, stopped) = watch::channel(false);
+        let compaction = config
+            .store
+            .tombstone_retention()
+            .map(|retention| compaction::Compaction { retention });
         let revocation =
             Arc::new(revocation.serve(endpoint.clone(), server_config, stopped.clone()));
         let shared = Arc::new(server::Shared {
@@ -187,7 +192,8 @@ impl Node {
             handler: {
                 let handler =
                     handler::Handler::new(config.id.clone(), config.index, store.clone(), checks)
-                        .with_audit(audit.clone(), witness.clone());
+                        .with_audit(audit.clone(), witness.clone())
+                        .with_compaction(compaction);
                 match peers {
                     Some(peers) => handler.with_peers(peers),
                     None => handler,
@@ -215,6 +221,17 @@ impl Node {
             let period = Duration::from_millis(config.audit.cosign_interval_ms);
             tokio::spawn(witness_loop(witness, period, stopped.clone()).instrument(span.clone()))
         });
+        if let Some(rule) = compaction {
+            let interval = Duration::from_millis(config.store.compaction_interval_ms);
+            let pass = compaction::compaction_loop(
+                store.clone(),
+                audit.clone(),
+                rule,
+                interval,
+                stopped.clone(),
+            );
+            tokio::spawn(pass.instrument(span.clone()));
+        }
         let accept_loop = tokio::spawn(
             server::accept_loop(endpoint.clone(), shared, stopped).instrument(span.clone()),
         );

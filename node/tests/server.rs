@@ -19,6 +19,24 @@ use rustls_pki_types::CertificateDer;
 /// The three envelopes of `record` (2-of-3), signed by the collector identity in
 /// `collector_dir`, with node-1's nonce sealed to the certificate at `node_cert`.
 fn deal(collector_dir: &Path, node_cert: &Path, record: &[u8]) -> Vec<ShareEnvelope> {
+    deal_at(collector_dir, node_cert, record, now_micros())
+}
+
+/// The wall clock in µs: nodes refuse writes older than their tombstone retention.
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64
+}
+
+/// [`deal`] with the version's clock set to `clock_micros`.
+fn deal_at(
+    collector_dir: &Path,
+    node_cert: &Path,
+    record: &[u8],
+    clock_micros: u64,
+) -> Vec<ShareEnvelope> {
     let signer = Identity::load(collector_dir)
         .expect("identity")
         .signer()
@@ -29,7 +47,7 @@ fn deal(collector_dir: &Path, node_cert: &Path, record: &[u8]) -> Vec<ShareEnvel
         record,
         &RecordKey::new("clinic-1/patient-7/note").expect("key"),
         Version {
-            clock_micros: 1_700_000_000_000_000,
+            clock_micros,
             writer: signer.writer_id(),
         },
         Scheme::new(2, 3).expect("scheme"),
@@ -287,5 +305,83 @@ async fn a_stalled_request_times_out_and_a_full_node_refuses_connections() {
         .expect("connect")
         .await;
     assert!(second.is_err(), "a second connection was accepted");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn tombstones_are_compacted_after_their_retention_and_late_writes_refused() {
+    let pki = Pki::new();
+    let mut config = pki.node("node-1", 1, StoreBackend::Sled);
+    config.store.tombstone_retention_secs = 1;
+    config.store.compaction_interval_ms = 100;
+    let node = Node::start(config.clone()).await.expect("start");
+    let addr = node.local_addr();
+    let collector_dir = pki.issue("collector", Some(Role::Collector));
+    let admin_dir = pki.issue("admin", Some(Role::Admin));
+    let collector = connect(&collector_dir, addr, "node-1").await;
+    let admin = connect(&admin_dir, addr, "node-1").await;
+    let reader = connect(&pki.issue("reader", Some(Role::Reader)), addr, "node-1").await;
+    let envelopes = deal(&collector_dir, &config.cert, b"to be deleted");
+    let put = |envelope: ShareEnvelope| Request::Put {
+        request_id: RequestId([1; 16]),
+        envelope,
+    };
+    assert_eq!(
+        call(&collector, &put(envelopes[0].clone())).await,
+        Response::Stored(PutOutcome::Stored)
+    );
+    let signer = Identity::load(&admin_dir)
+        .expect("identity")
+        .signer()
+        .expect("signer");
+    let version = Version {
+        clock_micros: now_micros(),
+        writer: signer.writer_id(),
+    };
+    let tombstones = dealing::tombstones(
+        &RecordKey::new("clinic-1/patient-7/note").expect("key"),
+        version,
+        Scheme::new(2, 3).expect("scheme"),
+        &signer,
+    )
+    .expect("tombstones");
+    let delete = Request::Delete {
+        request_id: RequestId([2; 16]),
+        tombstone: tombstones[0].clone(),
+    };
+    assert_eq!(
+        call(&admin, &delete).await,
+        Response::Stored(PutOutcome::Stored)
+    );
+    assert_eq!(
+        call(&reader, &get_request()).await,
+        Response::Share(tombstones[0].clone())
+    );
+    // Within a few compaction passes after the retention, the tombstone is gone.
+    let mut answer = Response::NotFound;
+    for _ in 0..100 {
+        answer = call(&reader, &get_request()).await;
+        if answer == Response::NotFound {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer, Response::NotFound, "the tombstone was compacted");
+    // A write older than the retention (the original put, replayed late) is refused, so it
+    // cannot bring the record back.
+    match call(&collector, &put(envelopes[0].clone())).await {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("tombstone retention"), "{}", e.message);
+        }
+        other => panic!("a late write was stored: {other:?}"),
+    }
+    assert_eq!(call(&reader, &get_request()).await, Response::NotFound);
+    // A fresh write is stored.
+    let fresh = deal_at(&collector_dir, &config.cert, b"new", now_micros());
+    assert_eq!(
+        call(&collector, &put(fresh[0].clone())).await,
+        Response::Stored(PutOutcome::Stored)
+    );
     node.shutdown().await;
 }

@@ -40,6 +40,7 @@ macro_rules! share_store_conformance_tests {
             stats_follow_every_put, concurrent_puts_converge_to_the_highest,
             reopen_keeps_everything_acknowledged, corrupt_values_give_typed_errors,
             epochs_order_within_a_version, older_versions_are_kept_until_a_commit,
+            tombstones_are_dropped_only_when_asked,
             repair_puts_replace_damage,
             inventory_reports_damage_per_entry, staged_shares_survive_and_belong_to_one_refresh);
     };
@@ -67,6 +68,7 @@ pub async fn run_all<H: Harness>(make: impl Fn() -> H) {
     corrupt_values_give_typed_errors(&make()).await;
     epochs_order_within_a_version(&make()).await;
     older_versions_are_kept_until_a_commit(&make()).await;
+    tombstones_are_dropped_only_when_asked(&make()).await;
     repair_puts_replace_damage(&make()).await;
     inventory_reports_damage_per_entry(&make()).await;
     staged_shares_survive_and_belong_to_one_refresh(&make()).await;
@@ -447,6 +449,35 @@ pub async fn epochs_order_within_a_version(h: &impl Harness) {
             bytes: 3
         }
     );
+}
+
+/// Compaction removes a tombstone of exactly the version asked, and nothing else.
+pub async fn tombstones_are_dropped_only_when_asked(h: &impl Harness) {
+    let store = h.open().await;
+    let k = key("k");
+    put(&*store, &share("k", 1, b"live")).await;
+    put(&*store, &tombstone("k", 2)).await;
+    put(&*store, &share("other", 1, b"x")).await;
+    assert!(!store.drop_tombstone(&k, version(1)).await.expect("drop"));
+    assert!(!store
+        .drop_tombstone(&key("other"), version(1))
+        .await
+        .expect("drop"));
+    assert!(store.drop_tombstone(&k, version(2)).await.expect("drop"));
+    assert_eq!(get(&*store, "k").await, None);
+    assert_eq!(store.get_version(&k, version(1)).await.expect("get"), None);
+    assert!(!store.drop_tombstone(&k, version(2)).await.expect("again"));
+    assert_eq!(
+        store.stats().await.expect("stats"),
+        StoreStats {
+            records: 1,
+            tombstones: 0,
+            bytes: 1
+        }
+    );
+    let store = h.reopen(store).await;
+    assert_eq!(get(&*store, "k").await, None);
+    assert_eq!(store.list("", None, 10).await.expect("list").len(), 1);
 }
 
 /// An older data version replaced by a newer one stays readable by version until a commit of

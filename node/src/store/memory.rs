@@ -177,6 +177,22 @@ impl ShareStore for MemoryStore {
             .transpose()
     }
 
+    async fn drop_tombstone(&self, key: &RecordKey, version: Version) -> Result<bool> {
+        let mut map = self.lock();
+        let head = map
+            .get(key.as_bytes())
+            .and_then(|value| codec::head(key.as_bytes(), value).ok());
+        match head {
+            Some(head) if head.tombstone && head.version == version => {
+                map.remove(key.as_bytes());
+                self.lock_older().remove(key.as_bytes());
+                self.counters.forget(&head);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32> {
         let map = self.lock();
         let top = map

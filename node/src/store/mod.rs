@@ -73,6 +73,11 @@ pub trait ShareStore: Send + Sync + 'static {
     async fn get_version(&self, key: &RecordKey, version: Version)
         -> Result<Option<ShareEnvelope>>;
 
+    /// Removes the record's tombstone if the head of `key` is a tombstone of exactly `version`
+    /// (compaction, once the tombstone outlived its retention); returns whether it did.
+    /// Atomic against puts of the key.
+    async fn drop_tombstone(&self, key: &RecordKey, version: Version) -> Result<bool>;
+
     /// `version` of `key` reached its write quorum: if this store holds it, the kept versions
     /// below it are dropped. Returns how many. Need not be durable when it returns: a lost
     /// commit only keeps more, and the next commit of the key catches up.
@@ -184,6 +189,11 @@ impl Counters {
             self.adjust(old, |counter, n| counter.fetch_sub(n, Ordering::Relaxed));
         }
         self.adjust(new, |counter, n| counter.fetch_add(n, Ordering::Relaxed));
+    }
+
+    /// Accounts for `old` removed without a replacement.
+    pub(crate) fn forget(&self, old: &codec::Head) {
+        self.adjust(old, |counter, n| counter.fetch_sub(n, Ordering::Relaxed));
     }
 
     fn adjust(&self, head: &codec::Head, op: impl Fn(&AtomicU64, u64) -> u64) {

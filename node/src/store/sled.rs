@@ -350,6 +350,33 @@ impl ShareStore for SledStore {
         .await
     }
 
+    async fn drop_tombstone(&self, key: &RecordKey, version: Version) -> Result<bool> {
+        let (shares, older, locks, counters, key) = (
+            self.shares.clone(),
+            self.older.clone(),
+            self.locks.clone(),
+            self.counters.clone(),
+            key.clone(),
+        );
+        blocking(move || {
+            let key = key.as_bytes();
+            let _guard = locks.lock(key);
+            let Some(value) = shares.get(key)? else {
+                return Ok(false);
+            };
+            let head = codec::head(key, &value)?;
+            if !(head.tombstone && head.version == version) {
+                return Ok(false);
+            }
+            // Not flushed: a tombstone that comes back after a crash is only compacted again.
+            shares.remove(key)?;
+            older.remove(key)?;
+            counters.forget(&head);
+            Ok(true)
+        })
+        .await
+    }
+
     async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32> {
         let (shares, older, locks, key) = (
             self.shares.clone(),

@@ -507,6 +507,25 @@ impl ShareStore for S3Store {
         }
     }
 
+    async fn drop_tombstone(&self, key: &RecordKey, version: Version) -> Result<bool> {
+        let hk = self.hk(key);
+        let _guard = self.lock(&hk).await;
+        let versions = self.versions(&hk).await?;
+        let Some(top) = versions.last() else {
+            return Ok(false);
+        };
+        if !(top.head.tombstone && top.slot.0 == version) {
+            return Ok(false);
+        }
+        // Lower leftovers first, the tombstone last: an interrupted compaction never leaves an
+        // older share without the tombstone above it.
+        for listed in versions.iter().rev().skip(1).chain(std::iter::once(top)) {
+            self.site.delete(&listed.name).await?;
+        }
+        self.counters.forget(&top.head);
+        Ok(true)
+    }
+
     async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32> {
         let hk = self.hk(key);
         let _guard = self.lock(&hk).await;
