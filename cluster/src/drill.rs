@@ -387,7 +387,10 @@ pub async fn drill(
         ),
     );
     let started = Instant::now();
-    let after = inventory::plan(&inventory::gather(&admin, &manifest).await);
+    let after = inventory::plan(
+        &inventory::gather(&admin, &manifest).await,
+        manifest.scheme.threshold().as_usize(),
+    );
     let behind: Vec<String> = after
         .findings
         .iter()

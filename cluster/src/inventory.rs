@@ -27,6 +27,8 @@ pub struct NodeInventory {
     /// What it holds per key, or the error that stopped the listing (the node is then treated
     /// as unreachable: neither a target nor a helper).
     pub entries: Result<BTreeMap<RecordKey, HeldShare>, String>,
+    /// Per key, the older versions the node keeps under its newest until a commit.
+    pub kept: BTreeMap<RecordKey, Vec<Version>>,
 }
 
 impl NodeInventory {
@@ -63,21 +65,32 @@ pub async fn gather(client: &Arc<Client>, manifest: &Manifest) -> Vec<NodeInvent
             id: node.id.clone(),
             index: node.index,
             entries: Err("no answer".to_owned()),
+            kept: BTreeMap::new(),
         })
         .collect();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((position, entries)) = joined {
-            inventories[position].entries = entries;
+        if let Ok((position, answer)) = joined {
+            match answer {
+                Ok((entries, kept)) => {
+                    inventories[position].entries = Ok(entries);
+                    inventories[position].kept = kept;
+                }
+                Err(reason) => inventories[position].entries = Err(reason),
+            }
         }
     }
     inventories
 }
 
-async fn node_inventory(
-    client: &Client,
-    id: &str,
-) -> Result<BTreeMap<RecordKey, HeldShare>, String> {
+/// One node's entries and kept versions.
+type Answer = (
+    BTreeMap<RecordKey, HeldShare>,
+    BTreeMap<RecordKey, Vec<Version>>,
+);
+
+async fn node_inventory(client: &Client, id: &str) -> Result<Answer, String> {
     let mut entries = BTreeMap::new();
+    let mut kept = BTreeMap::new();
     let mut start_after = None;
     loop {
         let request = Request::Inventory {
@@ -90,10 +103,16 @@ async fn node_inventory(
                 entries: page,
                 next,
             } => {
-                entries.extend(page.into_iter().map(|entry| (entry.key, entry.state)));
+                for entry in page {
+                    if !entry.kept.is_empty() {
+                        let versions = entry.kept.iter().map(|k| k.version).collect();
+                        kept.insert(entry.key.clone(), versions);
+                    }
+                    entries.insert(entry.key, entry.state);
+                }
                 match next {
                     Some(next) => start_after = Some(next),
-                    None => return Ok(entries),
+                    None => return Ok((entries, kept)),
                 }
             }
             Response::Error(error) => return Err(error.to_string()),
@@ -184,10 +203,14 @@ pub struct Plan {
     pub keys: usize,
     /// Keys no reachable node holds a readable copy of, with the reason.
     pub unrecoverable: Vec<(RecordKey, String)>,
+    /// Keys whose newest version is on fewer than k nodes (a write that failed partway) while
+    /// an older version, kept under it, is on k or more: readers use that one, and nothing is
+    /// repaired until the key is written or deleted again. With why.
+    pub incomplete: Vec<(RecordKey, String)>,
 }
 
-/// Compares the reachable nodes' inventories key by key.
-pub fn plan(inventories: &[NodeInventory]) -> Plan {
+/// Compares the reachable nodes' inventories key by key, for a cluster of threshold `k`.
+pub fn plan(inventories: &[NodeInventory], k: usize) -> Plan {
     let mut out = Plan::default();
     let reachable: Vec<(&NodeInventory, &BTreeMap<RecordKey, HeldShare>)> = inventories
         .iter()
@@ -254,6 +277,30 @@ pub fn plan(inventories: &[NodeInventory]) -> Plan {
                 }) if *v == version => Some(proof.clone()),
                 _ => None,
             });
+        // Heads and kept versions together: is an older version complete where the newest
+        // is not? Then the newest is a write that failed partway, not lost shares.
+        if !tombstone && holders.len() < k {
+            let mut counts: BTreeMap<Version, usize> = BTreeMap::new();
+            for (node, entries) in &reachable {
+                if let Some(HeldShare::Held { version: v, .. }) = entries.get(key) {
+                    *counts.entry(*v).or_default() += 1;
+                }
+                for v in node.kept.get(key).into_iter().flatten() {
+                    *counts.entry(*v).or_default() += 1;
+                }
+            }
+            if let Some((complete, _)) = counts.iter().rev().find(|(_, &n)| n >= k) {
+                out.incomplete.push((
+                    key.clone(),
+                    format!(
+                        "newest version {version} is on {} of the k = {k} nodes it needs (a \
+                         write that failed partway); version {complete}, kept under it, reads",
+                        holders.len()
+                    ),
+                ));
+                continue;
+            }
+        }
         let want = if tombstone {
             let Some(proof) = proof else {
                 out.unrecoverable.push((
@@ -356,6 +403,7 @@ mod tests {
                 .iter()
                 .map(|(k, h)| (RecordKey::new(*k).expect("key"), h.clone()))
                 .collect()),
+            kept: BTreeMap::new(),
         }
     }
 
@@ -384,9 +432,10 @@ mod tests {
                 id: "node-6".to_owned(),
                 index: x(6),
                 entries: Err("timed out".to_owned()),
+                kept: BTreeMap::new(),
             },
         ];
-        let plan = plan(&inventories);
+        let plan = plan(&inventories, 2);
         assert_eq!(plan.keys, 2);
         assert_eq!(
             plan.unreachable,
@@ -446,13 +495,54 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_newest_write_over_a_complete_kept_version_is_left_to_readers() {
+        // k = 3. Version 5 was acknowledged everywhere; 7 and 8 failed partway (2 + 1 nodes),
+        // each node keeping 5 under them. Key "lost": version 5 on two nodes, nothing kept:
+        // shares were lost, which stays a finding.
+        let mut inventories = vec![
+            node(
+                1,
+                &[("r", held(7, 0, false, 1)), ("lost", held(5, 0, false, 4))],
+            ),
+            node(
+                2,
+                &[("r", held(7, 0, false, 1)), ("lost", held(5, 0, false, 4))],
+            ),
+            node(3, &[("r", held(8, 0, false, 2))]),
+            node(4, &[("r", held(5, 0, false, 3))]),
+        ];
+        for inventory in &mut inventories[..3] {
+            inventory
+                .kept
+                .insert(RecordKey::new("r").expect("key"), vec![v(5)]);
+        }
+        let plan = plan(&inventories, 3);
+        assert_eq!(plan.incomplete.len(), 1);
+        assert_eq!(plan.incomplete[0].0.as_str(), "r");
+        assert!(
+            plan.incomplete[0].1.contains("failed partway"),
+            "{:?}",
+            plan.incomplete
+        );
+        let keys: Vec<&str> = plan.findings.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["lost", "lost"]);
+        // Without the kept versions, "r" would be planned (and fail) as a repair of version 8.
+        for inventory in &mut inventories {
+            inventory.kept.clear();
+        }
+        let blind = super::plan(&inventories, 3);
+        assert!(blind.incomplete.is_empty());
+        assert!(blind.findings.iter().any(|f| f.key.as_str() == "r"));
+    }
+
+    #[test]
     fn a_later_epoch_makes_earlier_ones_stale() {
         let inventories = vec![
             node(1, &[("r", held(5, 1, false, 1))]),
             node(2, &[("r", held(5, 1, false, 1))]),
             node(3, &[("r", held(5, 0, false, 2))]),
         ];
-        let plan = plan(&inventories);
+        let plan = plan(&inventories, 2);
         assert_eq!(plan.findings.len(), 1);
         assert_eq!(
             plan.findings[0].problem,

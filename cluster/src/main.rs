@@ -507,6 +507,9 @@ fn print_repair_summary(summary: &RepairSummary) {
     for (key, reason) in &summary.unrecoverable {
         println!("  unrecoverable {key}: {reason}");
     }
+    for (key, reason) in &summary.incomplete {
+        println!("  left to readers {key}: {reason}");
+    }
     for (node, key, reason) in &summary.failed {
         println!("  failed {node} {key}: {reason}");
     }

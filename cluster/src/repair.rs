@@ -97,6 +97,9 @@ pub struct RepairSummary {
     pub unreachable: Vec<(String, String)>,
     /// Keys no node holds a readable copy of.
     pub unrecoverable: Vec<(String, String)>,
+    /// Keys left to readers: the newest version is a write that failed partway and an older
+    /// kept version is complete (not a failure; writing or deleting the key settles it).
+    pub incomplete: Vec<(String, String)>,
     /// Whether the plan came from an interrupted earlier run.
     pub resumed: bool,
     /// How long the run took.
@@ -185,7 +188,15 @@ pub async fn repair_with(
                 unreachable,
                 keys,
                 unrecoverable,
-            } = inventory::plan(&inventories);
+                incomplete,
+            } = inventory::plan(&inventories, manifest.scheme.threshold().as_usize());
+            for (key, why) in &incomplete {
+                tracing::info!(%key, "{why}");
+            }
+            summary.incomplete = incomplete
+                .into_iter()
+                .map(|(key, reason)| (key.to_string(), reason))
+                .collect();
             summary.keys = keys;
             summary.unreachable = unreachable;
             summary.unrecoverable = unrecoverable

@@ -330,6 +330,9 @@ pub struct InventoryEntry {
     pub key: RecordKey,
     /// What the node holds for it.
     pub state: HeldShare,
+    /// The older versions the node keeps under it until a commit (see
+    /// [`Response::ShareWithOlder`]); empty where the backend does not report them (S3).
+    pub kept: Vec<RetainedVersion>,
 }
 
 /// What a node holds for one key, after reading and checking it.

@@ -399,6 +399,22 @@ async fn an_acknowledged_write_reads_back_after_later_writes_fail_partway() {
         .expect("the acknowledged write reads back");
     assert_eq!(back.version, receipt.version);
     assert!(back.data.as_slice() == acked.as_slice());
+    // Repair sees the failed newest versions over the complete kept one, and leaves the key to
+    // readers instead of failing to rebuild a version that only two nodes hold.
+    let admin = std::sync::Arc::new(client(&cluster, "admin"));
+    let plan = bunsan_cluster::inventory::plan(
+        &bunsan_cluster::inventory::gather(&admin, cluster.manifest()).await,
+        3,
+    );
+    assert_eq!(
+        plan.incomplete
+            .iter()
+            .map(|(key, _)| key)
+            .collect::<Vec<_>>(),
+        [&k],
+        "{plan:?}"
+    );
+    assert!(plan.findings.is_empty(), "{plan:?}");
 
     // The next acknowledged put commits: every node drops what it kept.
     let latest = pattern(500, 15);

@@ -176,7 +176,10 @@ async fn wiped_and_stale_nodes_are_rebuilt_and_no_share_travels_unmasked() {
         (10, 2),
         "node-2 gets every live record and tombstone: {summary:?}"
     );
-    let after = inventory::plan(&inventory::gather(&admin, cluster.manifest()).await);
+    let after = inventory::plan(
+        &inventory::gather(&admin, cluster.manifest()).await,
+        cluster.manifest().scheme.threshold().as_usize(),
+    );
     assert!(after.findings.is_empty(), "{:?}", after.findings);
     // A second run finds nothing to do.
     let again = run_repair(&admin, &cluster).await;
@@ -351,7 +354,10 @@ async fn refresh_keeps_records_and_makes_old_shares_useless_with_new_ones() {
             "old and new shares of {k} still combine"
         );
     }
-    let after = inventory::plan(&inventory::gather(&admin, cluster.manifest()).await);
+    let after = inventory::plan(
+        &inventory::gather(&admin, cluster.manifest()).await,
+        cluster.manifest().scheme.threshold().as_usize(),
+    );
     assert!(after.findings.is_empty(), "{:?}", after.findings);
 }
 

@@ -273,6 +273,7 @@ pub(crate) fn inventory_entry(key: &[u8], value: &[u8]) -> Option<InventoryEntry
     Some(InventoryEntry {
         key: record_key,
         state,
+        kept: Vec::new(),
     })
 }
 

@@ -261,7 +261,13 @@ impl ShareStore for MemoryStore {
                 return Ok(page);
             };
             bytes += value.len() as u64;
-            page.entries.extend(codec::inventory_entry(key, value));
+            let Some(mut entry) = codec::inventory_entry(key, value) else {
+                continue;
+            };
+            if let Ok(top) = codec::head(key, value) {
+                entry.kept = retained::listing(&self.kept(key, Some(&top)));
+            }
+            page.entries.push(entry);
         }
     }
 

@@ -456,7 +456,7 @@ impl ShareStore for SledStore {
         limit: usize,
         bytes_max: u64,
     ) -> Result<InventoryPage> {
-        let shares = self.shares.clone();
+        let (shares, older) = (self.shares.clone(), self.older.clone());
         let lower = match start_after {
             Some(after) => Bound::Excluded(after.as_bytes().to_vec()),
             None => Bound::Unbounded,
@@ -475,7 +475,16 @@ impl ShareStore for SledStore {
                 };
                 let (key, value) = row?;
                 bytes += value.len() as u64;
-                page.entries.extend(codec::inventory_entry(&key, &value));
+                let Some(mut entry) = codec::inventory_entry(&key, &value) else {
+                    continue;
+                };
+                if let (Ok(top), Some(kept)) = (codec::head(&key, &value), older.get(&key)?) {
+                    // A damaged list hides nothing repair needs: the head is still reported.
+                    if let Ok(items) = retained::read(&key, Some(&kept), Some(&top)) {
+                        entry.kept = retained::listing(&items);
+                    }
+                }
+                page.entries.push(entry);
             }
         })
         .await
