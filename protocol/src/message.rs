@@ -331,7 +331,7 @@ pub struct InventoryEntry {
     /// What the node holds for it.
     pub state: HeldShare,
     /// The older versions the node keeps under it until a commit (see
-    /// [`Response::ShareWithOlder`]); empty where the backend does not report them (S3).
+    /// [`Response::ShareWithOlder`]), oldest first.
     pub kept: Vec<RetainedVersion>,
 }
 

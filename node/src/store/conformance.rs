@@ -504,6 +504,17 @@ pub async fn older_versions_are_kept_until_a_commit(h: &impl Harness) {
         PutOutcome::StoredKeepingOlder { retained: 2 }
     );
     assert_eq!(held(store.clone()).await, (5, vec![(1, false), (3, false)]));
+    // The inventory (repair's input) reports them too.
+    let page = store
+        .inventory(None, 10, u64::MAX)
+        .await
+        .expect("inventory");
+    let kept: Vec<u64> = page.entries[0]
+        .kept
+        .iter()
+        .map(|o| o.version.clock_micros)
+        .collect();
+    assert_eq!(kept, [1, 3]);
     let by_version = |clock| {
         let (store, k) = (store.clone(), k.clone());
         async move { store.get_version(&k, version(clock)).await.expect("get") }

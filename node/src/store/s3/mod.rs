@@ -88,6 +88,9 @@ const KEY_LOCKS: usize = 64;
 const META: &str = "meta/store";
 const SITE: &str = "<store.s3>";
 
+/// A key's highest object, and the heads of the objects below it (oldest first).
+type Top = (Versioned, Vec<Head>);
+
 /// A share store in an object-store bucket.
 pub struct S3Store {
     site: ObjectSite,
@@ -148,7 +151,7 @@ impl S3Store {
                 .collect(),
             unreadable: AtomicU64::new(0),
         };
-        for top in store.tops(None, usize::MAX).await?.0 {
+        for (top, _) in store.tops(None, usize::MAX).await?.0 {
             store.counters.replace(None, &top.head);
         }
         Ok(store)
@@ -258,10 +261,10 @@ impl S3Store {
         }))
     }
 
-    /// The highest object of every key after `offset`, in hash order: at most `want`, and
-    /// whether no key follows them.
-    async fn tops(&self, offset: Option<String>, want: usize) -> Result<(Vec<Versioned>, bool)> {
-        let mut tops: Vec<Versioned> = Vec::new();
+    /// The highest object of every key after `offset` with the heads of the objects below it,
+    /// in hash order: at most `want` keys, and whether no key follows them.
+    async fn tops(&self, offset: Option<String>, want: usize) -> Result<(Vec<Top>, bool)> {
+        let mut tops: Vec<Top> = Vec::new();
         let mut offset = offset;
         loop {
             let page = self
@@ -272,12 +275,15 @@ impl S3Store {
             offset = page.last().map(|listed| listed.name.clone());
             for version in page.into_iter().filter_map(parse) {
                 // Name order within a key is (version, epoch) order: the last one wins.
-                if tops.last().is_some_and(|top| top.hk == version.hk) {
-                    tops.pop();
-                } else if tops.len() == want {
+                if let Some((top, lower)) = tops.last_mut().filter(|(t, _)| t.hk == version.hk) {
+                    lower.push(top.head);
+                    *top = version;
+                    continue;
+                }
+                if tops.len() == want {
                     return Ok((tops, false));
                 }
-                tops.push(version);
+                tops.push((version, Vec::new()));
             }
             if !full {
                 return Ok((tops, true));
@@ -559,7 +565,7 @@ impl ShareStore for S3Store {
         }
         let (tops, _) = self.tops(None, usize::MAX).await?;
         let mut entries: Vec<ListEntry> = stream::iter(tops)
-            .map(|top| self.fetch(top))
+            .map(|(top, _)| self.fetch(top))
             .buffer_unordered(FETCHES_IN_FLIGHT)
             .try_filter_map(|loaded| async move {
                 let Some((top, body)) = loaded else {
@@ -611,27 +617,37 @@ impl ShareStore for S3Store {
             let mut taken = 0;
             let mut budget = bytes;
             while taken < tops.len() && (taken == 0 || budget < bytes_max) {
-                budget += tops[taken].size;
+                budget += tops[taken].0.size;
                 taken += 1;
             }
             let complete = exhausted && taken == tops.len();
             tops.truncate(taken);
             offset = tops
                 .last()
-                .map(|top| format!("shares/{}/z", top.hk))
+                .map(|(top, _)| format!("shares/{}/z", top.hk))
                 .or(offset);
             bytes = budget;
             let loaded: Vec<_> = stream::iter(tops)
-                .map(|top| self.fetch(top))
+                .map(|(top, lower)| async move {
+                    Ok::<_, Error>(self.fetch(top).await?.map(|loaded| (loaded, lower)))
+                })
                 .buffered(FETCHES_IN_FLIGHT)
                 .try_collect()
                 .await?;
-            for (top, body) in loaded.into_iter().flatten() {
+            for ((top, body), lower) in loaded.into_iter().flatten() {
+                let kept = retained::normalize(
+                    lower.into_iter().map(|head| (head, ())).collect(),
+                    Some(&top.head),
+                );
                 match body.and_then(|body| {
                     let (key, value) = unframe(&top, &body)?;
                     Ok(codec::inventory_entry(key, value))
                 }) {
-                    Ok(entry) => page.entries.extend(entry),
+                    Ok(Some(mut entry)) => {
+                        entry.kept = retained::listing(&kept);
+                        page.entries.push(entry);
+                    }
+                    Ok(None) => {}
                     Err(e) => {
                         self.unreadable.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "an object that does not open left out of the inventory");
