@@ -28,6 +28,7 @@ use crate::read::BadShare;
 use crate::tls::Identity;
 use crate::transport::Transport;
 
+mod commit;
 mod get;
 mod write;
 
@@ -120,6 +121,8 @@ pub struct Client {
     trust: Trust,
     /// The key headers are signed with, or why this identity cannot sign.
     signer: std::result::Result<Signer, String>,
+    /// Commits of acknowledged writes, sent in the background.
+    commits: commit::Commits,
 }
 
 impl Client {
@@ -133,6 +136,7 @@ impl Client {
             manifest,
             transport: Arc::new(transport),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
+            commits: commit::Commits::default(),
             options,
         })
     }
@@ -332,8 +336,9 @@ impl Client {
     /// Closes all connections gracefully.
     pub async fn close(&self) {
         // Straggling calls of the last operation finish first (each within the timeout), so a
-        // node is not left with half a request that it cannot log.
+        // node is not left with half a request that it cannot log; then the queued commits.
         let _ = tokio::time::timeout(self.options.timeout, self.inflight.write()).await;
+        self.commits.finish(self.options.timeout).await;
         self.transport.close().await;
     }
 

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{
     ErrorCode, NodeHealth, NodeStatus, PutOutcome, RemoteError, RepairOutcome, Request, Response,
-    INVENTORY_LIMIT_MAX, LIST_LIMIT_MAX,
+    COMMIT_BATCH_MAX, INVENTORY_LIMIT_MAX, LIST_LIMIT_MAX,
 };
 use bunsan_protocol::role::{Action, PeerIdentity};
 use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
@@ -216,10 +216,19 @@ impl Handler {
                 }
                 self.release(&key, version).await
             }
-            Request::Commit { key, version, .. } => match self.store.commit(&key, version).await {
-                Ok(dropped) => Response::Committed { dropped },
-                Err(e) => failure(&e),
-            },
+            Request::Commit { commits, .. } => {
+                if commits.len() > COMMIT_BATCH_MAX {
+                    return bad_request("a commit batch is larger than COMMIT_BATCH_MAX");
+                }
+                let mut dropped = 0;
+                for (key, version) in &commits {
+                    match self.store.commit(key, *version).await {
+                        Ok(n) => dropped += n,
+                        Err(e) => return failure(&e),
+                    }
+                }
+                Response::Committed { dropped }
+            }
             Request::List {
                 prefix,
                 start_after,
@@ -472,7 +481,11 @@ fn key(request: &Request) -> Option<&RecordKey> {
     match request {
         Request::Put { envelope, .. } => Some(&envelope.header.key),
         Request::Delete { tombstone, .. } => Some(&tombstone.header.key),
-        Request::Get { key, .. } | Request::Commit { key, .. } => Some(key),
+        Request::Get { key, .. } => Some(key),
+        Request::Commit { commits, .. } => match commits.as_slice() {
+            [(key, _)] => Some(key),
+            _ => None,
+        },
         Request::Repair { plan, .. } => Some(&plan.key),
         Request::Contribute { contribution, .. } => Some(&contribution.plan.key),
         Request::RefreshStage { plan, .. } | Request::RefreshDeal { plan, .. } => Some(&plan.key),

@@ -307,8 +307,7 @@ async fn get_needs_a_purpose_and_returns_the_highest_version() {
     }
     let commit = |clock| Request::Commit {
         request_id: RequestId([5; 16]),
-        key: key("a/1"),
-        version: version(clock),
+        commits: vec![(key("a/1"), version(clock))],
     };
     let refused = h.handle(&reader, commit(2)).await;
     assert_eq!(error_code(&refused), Some(ErrorCode::Forbidden));

@@ -20,6 +20,9 @@ pub const ALPN: &[u8] = b"bunsan/1";
 /// The most entries one list response carries; clients page with `start_after`.
 pub const LIST_LIMIT_MAX: u32 = 10_000;
 
+/// The most (key, version) pairs one [`Request::Commit`] carries.
+pub const COMMIT_BATCH_MAX: usize = 1024;
+
 /// The most entries one inventory response carries. Smaller than a listing: a node reads and
 /// checks every value it reports (a scrub), and the page must fit in one request timeout.
 pub const INVENTORY_LIMIT_MAX: u32 = 1_000;
@@ -49,16 +52,15 @@ pub enum Request {
         /// not yet known complete ([`Response::NotFound`] if it holds no such version).
         version: Option<Version>,
     },
-    /// The writer's word that `version` of `key` reached its write quorum: the node may drop
-    /// the versions it kept under it (collector or admin). Changes nothing if the node does
-    /// not hold `version`. Never needed for correctness of reads, only to free old versions.
+    /// The writer's word that each (key, version) reached its write quorum: the node may drop
+    /// the versions it kept under them (collector or admin). Changes nothing for a version the
+    /// node does not hold. Never needed for correctness of reads, only to free old versions;
+    /// writers batch them (at most [`COMMIT_BATCH_MAX`]).
     Commit {
-        /// The put's request id.
+        /// Names this batch.
         request_id: RequestId,
-        /// Which record.
-        key: RecordKey,
-        /// The version acknowledged by a write quorum.
-        version: Version,
+        /// The records and their versions acknowledged by a write quorum.
+        commits: Vec<(RecordKey, Version)>,
     },
     /// Replace the record with a tombstone and purge its share bytes (admin).
     Delete {
@@ -234,7 +236,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Commit`]: how many older versions the node dropped.
     Committed {
-        /// Older versions dropped (0 when the node holds nothing older, or not the version).
+        /// Older versions dropped, over the whole batch (0 when the node held nothing older, or
+        /// not the versions).
         dropped: u32,
     },
     /// Answer to [`Request::Get`] when the node holds nothing for the key.

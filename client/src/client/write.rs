@@ -7,7 +7,7 @@ use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::integrity::Signer;
 use bunsan_protocol::message::{PutOutcome, Request, Response};
 use bunsan_protocol::seal::RecipientKey;
-use bunsan_protocol::{RecordKey, RequestId, Version};
+use bunsan_protocol::{RecordKey, Version};
 
 use super::{unexpected, Client, PutReceipt};
 use crate::error::{Error, NodeFailure, Result};
@@ -70,31 +70,6 @@ impl Client {
         recipients
     }
 
-    /// Tells the nodes in `keeping` that `version` reached its write quorum, so they can drop
-    /// the older versions they kept under it. Not awaited: a lost commit only keeps more (the
-    /// key's next commit catches up), and [`Client::close`] waits for the calls in flight.
-    fn commit(
-        &self,
-        key: &RecordKey,
-        version: Version,
-        request_id: RequestId,
-        keeping: Vec<usize>,
-    ) {
-        if keeping.is_empty() {
-            return;
-        }
-        let commits = keeping.into_iter().map(|position| {
-            let request = Request::Commit {
-                request_id,
-                key: key.clone(),
-                version,
-            };
-            (position, request)
-        });
-        // The replies are dropped unread; a refusal is logged by the node's audit.
-        drop(self.fan_out_to(commits));
-    }
-
     pub(super) async fn write(
         &self,
         key: &RecordKey,
@@ -103,12 +78,6 @@ impl Client {
     ) -> Result<PutReceipt> {
         let total = requests.len();
         let needed = usize::from(self.manifest.write_quorum);
-        let request_id = match requests.first() {
-            Some(Request::Put { request_id, .. } | Request::Delete { request_id, .. }) => {
-                Some(*request_id)
-            }
-            _ => None,
-        };
         let mut replies = self.fan_out(requests);
         let mut acked = Vec::new();
         // Nodes that keep older versions under this one until told it is complete.
@@ -154,9 +123,9 @@ impl Client {
             }
         }
         if acked.len() >= needed {
-            if let Some(request_id) = request_id {
-                self.commit(key, version, request_id, keeping);
-            }
+            // The nodes that kept older versions under this one may drop them now.
+            self.commits
+                .queue(&self.transport, self.options.timeout, keeping, key, version);
             for position in 0..total {
                 let id = &self.transport.node(position).id;
                 if !acked.contains(id) && !failures.iter().any(|f| &f.node == id) {

@@ -66,11 +66,13 @@ impl AuditEvent {
             }
             Request::Commit {
                 request_id,
-                key,
-                version,
+                commits,
             } => {
-                event.key = Some(key.clone());
-                event.version = Some(*version);
+                // A batch of one names its record; a larger batch only its size in the action.
+                if let [(key, version)] = commits.as_slice() {
+                    event.key = Some(key.clone());
+                    event.version = Some(*version);
+                }
                 event.request_id = Some(*request_id);
             }
             Request::List { request_id, .. }
