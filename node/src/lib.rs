@@ -180,8 +180,12 @@ impl Node {
         };
         let metrics = Arc::new(metrics::Metrics::new(&config.id, config.index));
         let (stop, stopped) = watch::channel(false);
-        let revocation =
-            Arc::new(revocation.serve(endpoint.clone(), server_config, stopped.clone()));
+        let revocation = Arc::new(revocation.serve(
+            endpoint.clone(),
+            server_config,
+            checks.trust().clone(),
+            stopped.clone(),
+        ));
         let shared = Arc::new(server::Shared {
             metrics: Arc::clone(&metrics),
             handler: {
