@@ -269,6 +269,13 @@ impl Node {
         self.revocation.reload("reload requested")
     }
 
+    /// How many writer certificates the node's checks remember as verified: for tests that a
+    /// CRL reload makes the node forget them.
+    #[doc(hidden)]
+    pub fn writer_certificates_remembered(&self) -> usize {
+        self.revocation.writers().verified_len()
+    }
+
     /// The address the endpoint is bound to (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -231,6 +231,11 @@ impl Revocation {
         Ok(admitted)
     }
 
+    /// The writer-certificate trust this reloads clear.
+    pub(crate) fn writers(&self) -> &Trust {
+        &self.writers
+    }
+
     /// Reads the CRL file again and, if it is usable, enforces it on new handshakes and on
     /// every live connection. An unusable file leaves the previous CRL in force.
     pub(crate) fn reload(&self, trigger: &'static str) -> Result<Option<CrlStatus>> {
