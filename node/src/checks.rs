@@ -43,6 +43,12 @@ impl Checks {
         Ok(Self::new(identity.trust()?, identity.node_key()?))
     }
 
+    /// The cluster CA as these checks trust it. Clones share its memory of verified writer
+    /// certificates, so the CRL reload can make it forget them.
+    pub(crate) fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     /// Whether `envelope`, addressed to share `own` (already checked), may be stored at `now`.
     pub(crate) fn admit(
         &self,

@@ -185,8 +185,12 @@ impl Node {
             .store
             .tombstone_retention()
             .map(|retention| compaction::Compaction { retention });
-        let revocation =
-            Arc::new(revocation.serve(endpoint.clone(), server_config, stopped.clone()));
+        let revocation = Arc::new(revocation.serve(
+            endpoint.clone(),
+            server_config,
+            checks.trust().clone(),
+            stopped.clone(),
+        ));
         let shared = Arc::new(server::Shared {
             metrics: Arc::clone(&metrics),
             handler: {
@@ -280,6 +284,13 @@ impl Node {
     pub fn reload_crl(&self) -> Result<Option<CrlStatus>> {
         let _entered = tracing::info_span!("node", id = %self.id).entered();
         self.revocation.reload("reload requested")
+    }
+
+    /// How many writer certificates the node's checks remember as verified: for tests that a
+    /// CRL reload makes the node forget them.
+    #[doc(hidden)]
+    pub fn writer_certificates_remembered(&self) -> usize {
+        self.revocation.writers().verified_len()
     }
 
     /// The address the endpoint is bound to (the real port when configured with port 0).

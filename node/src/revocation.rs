@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use bunsan_client::tls::{
     client_cert_verifier, quic_server_config, server_tls_config_with_verifier, Identity,
 };
+use bunsan_protocol::integrity::Trust;
 use bunsan_protocol::role::{PeerIdentity, Role};
 use quinn::{Connection, Endpoint, VarInt};
 use rustls::server::danger::ClientCertVerifier;
@@ -134,14 +135,19 @@ impl Initial {
 
     /// Hands the CRL over to the running endpoint. `template` is the endpoint's server
     /// configuration (limits, transport): reloads replace only its TLS part.
+    /// `writers` is the trust the node checks writer certificates with: every reload makes it
+    /// forget the certificates it remembered, so none is trusted on a check made before the
+    /// CRL in force.
     pub(crate) fn serve(
         self,
         endpoint: Endpoint,
         template: quinn::ServerConfig,
+        writers: Trust,
         stopped: watch::Receiver<bool>,
     ) -> Revocation {
         Revocation {
             identity: self.identity,
+            writers,
             path: self.path,
             endpoint,
             template,
@@ -159,6 +165,8 @@ pub(crate) struct Revocation {
     path: Option<PathBuf>,
     endpoint: Endpoint,
     template: quinn::ServerConfig,
+    /// The writer-certificate trust of the node's checks, cleared on every reload.
+    writers: Trust,
     stopped: watch::Receiver<bool>,
     /// Held for a whole reload, so that two (SIGHUP and a poll) cannot install their files in
     /// the opposite order from the one they read them in.
@@ -223,9 +231,16 @@ impl Revocation {
         Ok(admitted)
     }
 
+    /// The writer-certificate trust this reloads clear.
+    pub(crate) fn writers(&self) -> &Trust {
+        &self.writers
+    }
+
     /// Reads the CRL file again and, if it is usable, enforces it on new handshakes and on
     /// every live connection. An unusable file leaves the previous CRL in force.
     pub(crate) fn reload(&self, trigger: &'static str) -> Result<Option<CrlStatus>> {
+        // First, whatever the outcome: remembered writer certificates are checked again.
+        self.writers.forget_verified();
         let Some(path) = &self.path else {
             tracing::info!(trigger, "no crl configured: nothing to reload");
             return Ok(None);

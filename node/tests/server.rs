@@ -385,3 +385,31 @@ async fn tombstones_are_compacted_after_their_retention_and_late_writes_refused(
     );
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_crl_reload_forgets_the_verified_writer_certificates() {
+    let pki = Pki::new();
+    let config = pki.node("node-1", 1, StoreBackend::Memory);
+    let node = Node::start(config.clone()).await.expect("start");
+    let collector_dir = pki.issue("collector", Some(Role::Collector));
+    let collector = connect(&collector_dir, node.local_addr(), "node-1").await;
+    let envelopes = deal(&collector_dir, &config.cert, b"share bytes");
+    let put = Request::Put {
+        request_id: RequestId([1; 16]),
+        envelope: envelopes[0].clone(),
+    };
+    assert_eq!(
+        call(&collector, &put).await,
+        Response::Stored(PutOutcome::Stored)
+    );
+    assert_eq!(node.writer_certificates_remembered(), 1);
+    // Whatever the reload finds, the next envelope's certificate is checked in full again.
+    let _ = node.reload_crl();
+    assert_eq!(node.writer_certificates_remembered(), 0);
+    assert_eq!(
+        call(&collector, &put).await,
+        Response::Stored(PutOutcome::AlreadyStored)
+    );
+    assert_eq!(node.writer_certificates_remembered(), 1);
+    node.shutdown().await;
+}

@@ -24,12 +24,15 @@
 //! the caller's RNG, except inside aws-lc-rs's ECDSA signing, whose nonce generation cannot be
 //! given an RNG (its `SecureRandom` trait is sealed).
 
+use std::sync::Arc;
+
 use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use rand::{CryptoRng, RngCore};
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::cert_cache::{CertCache, Verified};
 use crate::envelope::RecordHeader;
 use crate::error::{Error, Result};
 use crate::role::{PeerIdentity, Role};
@@ -336,9 +339,14 @@ pub struct VerifiedWriter {
 }
 
 /// The cluster CA, as trust anchor for writer certificates.
+///
+/// Remembers the certificates whose chain it verified (bounded; see `cert_cache`), so each
+/// writer certificate's chain is checked once, not for every envelope; the answers are the
+/// same as checking every time. Clones share what is remembered.
 #[derive(Debug, Clone)]
 pub struct Trust {
     anchors: Vec<TrustAnchor<'static>>,
+    verified: Arc<CertCache>,
 }
 
 impl Trust {
@@ -351,7 +359,63 @@ impl Trust {
             })?;
         Ok(Self {
             anchors: vec![anchor.to_owned()],
+            verified: Arc::default(),
         })
+    }
+
+    /// Forgets every certificate whose chain was verified, so that the next envelope of every
+    /// writer is checked in full. A node calls it whenever its CRL is reloaded.
+    pub fn forget_verified(&self) {
+        self.verified.clear();
+    }
+
+    /// How many verified certificates are remembered (for tests and metrics).
+    pub fn verified_len(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// The identity of `der` (parsed by webpki as `leaf`) if it chains to the CA at `at` for
+    /// client authentication: from the cache when this certificate verified before and `at`
+    /// lies in its validity window, else by full path validation (remembered on success).
+    fn chain(
+        &self,
+        der: &[u8],
+        leaf: &webpki::EndEntityCert<'_>,
+        at: UnixTime,
+    ) -> Result<PeerIdentity> {
+        let fingerprint = *blake3::hash(der).as_bytes();
+        if let Some(identity) = self.verified.get(&fingerprint, at.as_secs()) {
+            return Ok(identity);
+        }
+        leaf.verify_for_usage(
+            CHAIN_ALGORITHMS,
+            &self.anchors,
+            &[],
+            at,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| Error::UntrustedWriter {
+            reason: format!("does not chain to the cluster CA: {e}"),
+        })?;
+        let identity = PeerIdentity::from_certificate(der)?;
+        // The validity window as webpki reads it (seconds): the chain check above passed at
+        // `at`, and would pass at any other time inside it, with nothing else changing.
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
+            let validity = cert.validity();
+            let (not_before, not_after) = (
+                validity.not_before.timestamp(),
+                validity.not_after.timestamp(),
+            );
+            if let (Ok(not_before), Ok(not_after)) =
+                (u64::try_from(not_before), u64::try_from(not_after))
+            {
+                self.verified
+                    .insert(Verified::new(identity.clone(), not_before, not_after));
+            }
+        }
+        Ok(identity)
     }
 
     /// Verifies that `signature` is a valid signature over `header` by a certificate that
@@ -372,17 +436,7 @@ impl Trust {
         let untrusted = |reason: String| Error::UntrustedWriter { reason };
         let leaf = webpki::EndEntityCert::try_from(&der)
             .map_err(|e| untrusted(format!("not a certificate: {e}")))?;
-        leaf.verify_for_usage(
-            CHAIN_ALGORITHMS,
-            &self.anchors,
-            &[],
-            at,
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| untrusted(format!("does not chain to the cluster CA: {e}")))?;
-        let peer = PeerIdentity::from_certificate(&signature.certificate)?;
+        let peer = self.chain(&signature.certificate, &leaf, at)?;
         let allowed = if header.tombstone {
             Role::Admin
         } else {
@@ -438,17 +492,7 @@ impl Trust {
         let untrusted = |reason: String| Error::UntrustedWriter { reason };
         let leaf = webpki::EndEntityCert::try_from(&der)
             .map_err(|e| untrusted(format!("not a certificate: {e}")))?;
-        leaf.verify_for_usage(
-            CHAIN_ALGORITHMS,
-            &self.anchors,
-            &[],
-            at,
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| untrusted(format!("does not chain to the cluster CA: {e}")))?;
-        let peer = PeerIdentity::from_certificate(&seal.signature.certificate)?;
+        let peer = self.chain(&seal.signature.certificate, &leaf, at)?;
         if peer.role != Role::Admin {
             return Err(Error::BadSignature {
                 reason: format!(

@@ -154,3 +154,91 @@ fn bad_keys_and_cas_are_typed_errors() {
         Err(Error::InvalidCertificate { .. })
     ));
 }
+
+#[test]
+fn a_remembered_certificate_gets_the_same_answers_as_a_full_check() {
+    let pki = TestPki::new();
+    let trust = pki.trust();
+    let envelopes = dealt(&pki, &pki.signer(Role::Collector));
+    let env = &envelopes[0];
+    assert_eq!(trust.verified_len(), 0);
+    assert!(trust.verify(&env.header, &env.signature, now()).is_ok());
+    assert_eq!(trust.verified_len(), 1, "a verified chain is remembered");
+    // From the cache: still accepted, still bound to every header field.
+    assert!(trust.verify(&env.header, &env.signature, now()).is_ok());
+    let mut header = env.header.clone();
+    header.record_len += 1;
+    assert!(matches!(
+        trust.verify(&header, &env.signature, now()),
+        Err(Error::BadSignature { .. })
+    ));
+    // Outside the certificate's validity window (rcgen: 1975 to 4096) the cache does not
+    // answer: before it and after it the certificate is refused as it would be unremembered.
+    for at in [
+        UnixTime::since_unix_epoch(Duration::ZERO),
+        UnixTime::since_unix_epoch(Duration::from_secs(4_200_000_000 * 30)),
+    ] {
+        assert!(matches!(
+            trust.verify(&env.header, &env.signature, at),
+            Err(Error::UntrustedWriter { .. })
+        ));
+    }
+    // The role is checked on every call, remembered or not: a collector's tombstone.
+    let collector = pki.signer(Role::Collector);
+    let version = Version {
+        clock_micros: 7,
+        writer: collector.writer_id(),
+    };
+    let key = RecordKey::new("p/1").expect("key");
+    let scheme = Scheme::new(3, 5).expect("scheme");
+    let tomb = &dealing::tombstones(&key, version, scheme, &collector).expect("tombstones")[0];
+    for _ in 0..2 {
+        assert_eq!(
+            trust.verify(&tomb.header, &tomb.signature, now()),
+            Err(Error::WriterRoleNotAllowed {
+                role: Role::Collector,
+                tombstone: true
+            })
+        );
+    }
+    // A certificate of another CA is never remembered.
+    let other = TestPki::new();
+    let foreign = &dealt(&other, &other.signer(Role::Collector))[0];
+    let before = trust.verified_len();
+    for _ in 0..2 {
+        assert!(matches!(
+            trust.verify(&foreign.header, &foreign.signature, now()),
+            Err(Error::UntrustedWriter { .. })
+        ));
+    }
+    assert_eq!(trust.verified_len(), before);
+    // Clones share what is remembered; forgetting empties it for all of them.
+    let clone = trust.clone();
+    assert_eq!(clone.verified_len(), before);
+    clone.forget_verified();
+    assert_eq!(trust.verified_len(), 0);
+    assert!(trust.verify(&env.header, &env.signature, now()).is_ok());
+}
+
+#[test]
+fn the_certificate_cache_is_bounded() {
+    use crate::cert_cache::{CertCache, Verified, VERIFIED_MAX};
+    let cache = CertCache::default();
+    let identity = |i: usize| crate::role::PeerIdentity {
+        role: Role::Collector,
+        name: format!("collector-{i}"),
+        fingerprint: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+    };
+    for i in 0..VERIFIED_MAX + 10 {
+        cache.insert(Verified::new(identity(i), 10, 20));
+    }
+    assert_eq!(cache.len(), VERIFIED_MAX);
+    // The oldest went first; the newest are there, and only inside their window.
+    assert!(cache.get(&identity(0).fingerprint, 15).is_none());
+    let newest = identity(VERIFIED_MAX + 9);
+    assert_eq!(cache.get(&newest.fingerprint, 15), Some(newest.clone()));
+    assert_eq!(cache.get(&newest.fingerprint, 9), None);
+    assert_eq!(cache.get(&newest.fingerprint, 21), None);
+    assert!(cache.get(&newest.fingerprint, 10).is_some());
+    assert!(cache.get(&newest.fingerprint, 20).is_some());
+}

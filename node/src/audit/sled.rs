@@ -8,8 +8,8 @@
 //! Trees: `entries` maps the big-endian sequence number to `format ‖ chain ‖ entry bytes`;
 //! `checkpoints` maps the big-endian tree size to the signed note; `witnessed` maps a log's node
 //! id to the newest checkpoint of it this node cosigned; `meta` holds the format and node id.
-//! Appends are serialised by a lock, checked against the last key, written as one batch and
-//! flushed before returning.
+//! Appends are serialised by a lock, checked against the last key, written as one insert (one
+//! entry) or one batch (several, all or nothing) and flushed before returning.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -183,11 +183,25 @@ impl AuditStore for SledAuditStore {
                 len,
             });
         }
-        let mut batch = sled::Batch::default();
-        for (seq, record) in (first_seq..).zip(records) {
-            batch.insert(&seq.to_be_bytes(), encode(record));
+        match records {
+            // One entry, every batch at low load: a plain insert, which sled makes atomic on
+            // its own. `apply_batch` would take sled's process-wide write lock, which waits for
+            // every sled read and flush in progress in this process (the share store's
+            // included) and makes every later sled operation take a lock too: it cost ~95 µs
+            // of each 1 KiB get at concurrency 1, against ~8 µs for the insert.
+            [record] => {
+                self.entries
+                    .insert(first_seq.to_be_bytes(), encode(record))?;
+            }
+            // Several entries must land all or none: only a batch gives that.
+            _ => {
+                let mut batch = sled::Batch::default();
+                for (seq, record) in (first_seq..).zip(records) {
+                    batch.insert(&seq.to_be_bytes(), encode(record));
+                }
+                self.entries.apply_batch(batch)?;
+            }
         }
-        self.entries.apply_batch(batch)?;
         self.db.flush_async().await?;
         Ok(())
     }
