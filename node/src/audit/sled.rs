@@ -43,6 +43,14 @@ impl std::fmt::Debug for SledAuditStore {
 }
 
 impl SledAuditStore {
+    /// Makes everything written durable. `Db::flush` on tokio's blocking pool rather than
+    /// sled's `flush_async`, which runs on sled's own pool, whose threads end after a few
+    /// tasks: every few audit appends started a new OS thread (as the share store found).
+    async fn flush(&self) -> Result<()> {
+        let db = self.db.clone();
+        blocking(move || db.flush().map(drop).map_err(Error::from)).await
+    }
+
     /// Opens (or creates) the audit store at `path` for node `node_id`; refuses a store of
     /// another node or format, and a store another process holds open.
     pub async fn open(path: &Path, node_id: &str) -> Result<Arc<Self>> {
@@ -202,7 +210,7 @@ impl AuditStore for SledAuditStore {
                 self.entries.apply_batch(batch)?;
             }
         }
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -228,7 +236,7 @@ impl AuditStore for SledAuditStore {
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()> {
         self.checkpoints
             .insert(size.to_be_bytes(), note.as_bytes())?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -253,7 +261,7 @@ impl AuditStore for SledAuditStore {
 
     async fn put_witnessed(&self, log: &str, note: &str) -> Result<()> {
         self.witnessed.insert(log.as_bytes(), note.as_bytes())?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
