@@ -213,10 +213,14 @@ impl Node {
         });
         let span = tracing::info_span!("node", id = %config.id, index = %config.index);
         let metrics_server = metrics_listener.map(|listener| {
+            let sources = metrics::Sources {
+                store: store.clone(),
+                audit: audit.clone(),
+            };
             let serve = metrics::serve(
                 listener,
                 Arc::clone(&metrics),
-                store.clone(),
+                Arc::new(sources),
                 stopped.clone(),
             );
             tokio::spawn(serve.instrument(span.clone()))

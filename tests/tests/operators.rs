@@ -97,8 +97,10 @@ async fn metrics_count_requests_and_status_shows_every_node() {
     assert_eq!(count("bunsan_records"), 4.0);
     assert_eq!(count("bunsan_stored_bytes"), stored_bytes as f64);
     assert!(body.contains(r#"bunsan_node_info{node_id="node-1",index="1""#));
-    // Named for the audit log and repair, but absent until they publish a value.
-    assert!(!body.contains("bunsan_audit_sequence "), "{body}");
+    // The audit head is read at every scrape: 4 puts, 2 gets, 1 refusal at least (entries
+    // count from 0). The repair backlog is named but absent until repair publishes one.
+    assert!(count("bunsan_audit_sequence") >= 6.0, "{body}");
+    assert!(!body.contains("bunsan_repair_backlog_records "), "{body}");
     let (status, _) = http_get(addr, "/other").await;
     assert!(status.contains("404"), "{status}");
 

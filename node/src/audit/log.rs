@@ -107,6 +107,8 @@ struct State {
     head: Hash,
     last_time: u64,
     checkpoint_size: Option<u64>,
+    /// When the latest checkpoint this process knows of was signed (µs since the epoch).
+    checkpoint_micros: Option<u64>,
 }
 
 enum Command {
@@ -218,6 +220,13 @@ impl AuditLog {
     /// checkpoint, or every `checkpoint_interval`.
     pub fn size(&self) -> u64 {
         self.inner.read_state(|s| s.tree.size())
+    }
+
+    /// When the latest signed checkpoint this process knows of was made (`None`: none yet).
+    pub fn last_checkpoint(&self) -> Option<std::time::SystemTime> {
+        self.inner
+            .read_state(|s| s.checkpoint_micros)
+            .map(|micros| std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros))
     }
 
     /// The node id whose log this is.
@@ -480,6 +489,10 @@ impl Inner {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .checkpoint_size = Some(size);
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .checkpoint_micros = Some(checkpoint.time_micros);
         Ok(note)
     }
 }
@@ -586,6 +599,7 @@ async fn replay(node_id: &str, store: &dyn AuditStore) -> Result<State> {
                     );
                 }
                 state.checkpoint_size = Some(checkpoint.size);
+                state.checkpoint_micros = Some(checkpoint.time_micros);
             }
             Ok(checkpoint) => {
                 tracing::error!(size = checkpoint.size, entries = state.tree.size(), "the latest signed audit checkpoint is larger than the stored log: entries were lost");

@@ -22,7 +22,16 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::Metrics;
+use crate::audit::AuditLog;
 use crate::store::ShareStore;
+
+/// What a scrape reads besides the counters kept in [`Metrics`].
+pub(crate) struct Sources {
+    /// The share store, for its record and byte counts.
+    pub(crate) store: Arc<dyn ShareStore>,
+    /// The audit log, for its head and the age of its last checkpoint.
+    pub(crate) audit: Arc<AuditLog>,
+}
 
 /// Scrapes served at once. Prometheus scrapes each target once per interval; a handful of
 /// slots covers a second scraper and a curl, and caps what a local process can hold open.
@@ -38,12 +47,12 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The OpenMetrics text content type, which Prometheus negotiates and parses natively.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves `GET /metrics` on `listener` until `stop` turns true. The store's counters are
-/// read at every scrape, so the gauges are never staler than the scrape itself.
+/// Serves `GET /metrics` on `listener` until `stop` turns true. The store's counters and the
+/// audit head are read at every scrape, so the gauges are never staler than the scrape itself.
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    store: Arc<dyn ShareStore>,
+    sources: Arc<Sources>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -63,10 +72,10 @@ pub(crate) async fn serve(
                 };
                 // Over the limit: close at once, the scraper retries at its next interval.
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
-                let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
+                let (metrics, sources) = (Arc::clone(&metrics), Arc::clone(&sources));
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
-                        answer(request, Arc::clone(&metrics), Arc::clone(&store))
+                        answer(request, Arc::clone(&metrics), Arc::clone(&sources))
                     });
                     let mut builder = http1::Builder::new();
                     builder.keep_alive(false);
@@ -88,7 +97,7 @@ pub(crate) async fn serve(
 async fn answer(
     request: Request<Incoming>,
     metrics: Arc<Metrics>,
-    store: Arc<dyn ShareStore>,
+    sources: Arc<Sources>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.method();
     if request.uri().path() != "/metrics" {
@@ -104,7 +113,12 @@ async fn answer(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(response);
     }
-    match store.stats().await {
+    // The newest entry's sequence number; an empty log publishes nothing (0 would claim an
+    // entry).
+    if let Some(newest) = sources.audit.size().checked_sub(1) {
+        metrics.set_audit_head(newest, sources.audit.last_checkpoint());
+    }
+    match sources.store.stats().await {
         Ok(stats) => metrics.set_store_stats(&stats),
         // The request metrics are still worth serving; the store gauges keep their last value
         // and the error is in the log.

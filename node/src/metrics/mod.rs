@@ -4,7 +4,7 @@
 //! server: request served ──▶ Metrics::observe_request(action, role, outcome, duration)
 //! server: connection up  ──▶ Metrics::connection_opened() (a guard; dropped when it closes)
 //! scrape: GET /metrics   ──▶ store.stats() ──▶ Metrics::set_store_stats ──▶ encode
-//! audit log (pending)    ──▶ Metrics::set_audit_head(sequence, last checkpoint)
+//! scrape: GET /metrics   ──▶ audit.size(), last_checkpoint() ──▶ Metrics::set_audit_head
 //! repair (pending)       ──▶ Metrics::set_repair_backlog(records)
 //! ```
 //!
@@ -13,9 +13,9 @@
 //! outcome labels): never a record key, a certificate name or anything a peer chooses, so a
 //! peer cannot blow up the number of series, and no record key ever reaches a metrics system.
 //!
-//! The audit and repair gauges are named and registered now so dashboards and alerts can be
-//! written against them, but they are *absent* from a scrape until their subsystem sets them:
-//! a `0` would claim "audit head 0" or "nothing to repair" when nothing is known.
+//! The audit gauges are absent until the log holds an entry, and the repair gauge until repair
+//! publishes a backlog (it does not yet): a `0` would claim "audit head 0" or "nothing to
+//! repair" when nothing is known.
 
 mod http;
 
@@ -36,7 +36,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::store::StoreStats;
 
-pub(crate) use http::serve;
+pub(crate) use http::{serve, Sources};
 
 /// Upper bounds (seconds) of the request latency buckets: from 0.5 ms (a health check on
 /// loopback) doubling to ~33 s, just past the default `request_timeout_ms`, so every request
