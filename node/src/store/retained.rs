@@ -72,14 +72,19 @@ pub(crate) fn normalize<T>(items: Vec<(Head, T)>, top: Option<&Head>) -> Vec<(He
 /// Applies a commit of `version` to `items` (kept under `top`): if the node holds `version`,
 /// drops the items below it. Returns how many were dropped.
 pub(crate) fn commit<T>(items: &mut Vec<(Head, T)>, top: Option<&Head>, version: Version) -> u32 {
-    let held = top.is_some_and(|top| top.version == version)
-        || items.iter().any(|(head, _)| head.version == version);
-    if !held {
+    if !holds(items, top, version) {
         return 0;
     }
     let before = items.len();
     items.retain(|(head, _)| head.version >= version);
     (before - items.len()) as u32
+}
+
+/// Whether a node whose head is `top`, keeping `items`, holds `version`: only then may a
+/// commit of it drop anything.
+pub(crate) fn holds<T>(items: &[(Head, T)], top: Option<&Head>, version: Version) -> bool {
+    top.is_some_and(|top| top.version == version)
+        || items.iter().any(|(head, _)| head.version == version)
 }
 
 /// What a reader is told about the kept versions.

@@ -178,20 +178,11 @@ impl SledStore {
                 items.push((old, current.to_vec()));
             }
             let items = retained::normalize(items, Some(&head));
-            let values: Vec<&[u8]> = items.iter().map(|(_, v)| v.as_slice()).collect();
             if head.tombstone {
                 shares.insert(key, value)?;
-                older.remove(key)?;
+                write_kept(&older, key, &items, kept_now.is_some())?;
             } else {
-                match values.is_empty() {
-                    true if kept_now.is_some() => {
-                        older.remove(key)?;
-                    }
-                    true => {}
-                    false => {
-                        older.insert(key, retained::encode(&values))?;
-                    }
-                }
+                write_kept(&older, key, &items, kept_now.is_some())?;
                 shares.insert(key, value)?;
             }
             counters.replace(replaced.as_ref(), &head);
@@ -207,20 +198,49 @@ impl SledStore {
         Ok(outcome)
     }
 
-    /// The head of `key` (if it reads) and the kept versions under it.
-    fn held_blocking(
-        shares: &Tree,
-        older: &Tree,
-        key: &[u8],
-    ) -> Result<Option<(IVec, retained::KeptValues)>> {
+    /// The head of `key` (if any) and the kept versions under it.
+    fn held_blocking(shares: &Tree, older: &Tree, key: &[u8]) -> Result<Option<Held>> {
         let Some(value) = shares.get(key)? else {
             return Ok(None);
         };
-        let top = codec::head(key, &value)?;
-        let kept = older.get(key)?;
-        let items = retained::read(key, kept.as_deref(), Some(&top))?;
-        Ok(Some((value, items)))
+        kept_under(older, key, value).map(Some)
     }
+}
+
+/// A key's stored head value, its fixed head, and the versions kept under it.
+type Held = (IVec, Head, retained::KeptValues);
+
+/// `value`, the stored head of `key`, with its fixed head and the versions kept under it.
+fn kept_under(older: &Tree, key: &[u8], value: IVec) -> Result<Held> {
+    let top = codec::head(key, &value)?;
+    let kept = older.get(key)?;
+    let items = retained::read(key, kept.as_deref(), Some(&top))?;
+    Ok((value, top, items))
+}
+
+/// The answer to a get from what [`kept_under`] read.
+fn envelope_and_listing(
+    key: &[u8],
+    (value, _, items): Held,
+) -> Result<Option<(ShareEnvelope, Vec<RetainedVersion>)>> {
+    Ok(Some((
+        codec::decode(key, &value)?,
+        retained::listing(&items),
+    )))
+}
+
+/// Writes the kept list of `key`: `items`, or no list at all when empty (`existed`: a list is
+/// stored now and must go).
+fn write_kept(older: &Tree, key: &[u8], items: &retained::KeptValues, existed: bool) -> Result<()> {
+    if items.is_empty() {
+        if existed {
+            older.remove(key)?;
+        }
+    } else {
+        let values: Vec<&[u8]> = items.iter().map(|(_, v)| v.as_slice()).collect();
+        older.insert(key, retained::encode(&values))?;
+    }
+    Ok(())
 }
 
 /// The record key a stored key names; a stored key that is not one is damage.
@@ -320,32 +340,21 @@ impl ShareStore for SledStore {
         // 1 KiB get, while sled answers from its page cache in microseconds; a cold page blocks
         // this worker for one disk read, the price of the fast lane. Large shares (checksums of
         // megabytes) still go to the blocking pool.
-        let held =
-            |value: &[u8], key: &[u8]| -> Result<Option<(ShareEnvelope, Vec<RetainedVersion>)>> {
-                let top = codec::head(key, value)?;
-                let kept = self.older.get(key)?;
-                let items = retained::read(key, kept.as_deref(), Some(&top))?;
-                Ok(Some((
-                    codec::decode(key, value)?,
-                    retained::listing(&items),
-                )))
-            };
         match self.shares.get(key.as_bytes())? {
             None => return Ok(None),
-            Some(value) if value.len() <= INLINE_READ_MAX => return held(&value, key.as_bytes()),
+            Some(value) if value.len() <= INLINE_READ_MAX => {
+                let held = kept_under(&self.older, key.as_bytes(), value)?;
+                return envelope_and_listing(key.as_bytes(), held);
+            }
             Some(_) => {}
         }
         let (shares, older, key) = (self.shares.clone(), self.older.clone(), key.clone());
-        blocking(move || {
-            let key = key.as_bytes();
-            let Some((value, items)) = Self::held_blocking(&shares, &older, key)? else {
-                return Ok(None);
-            };
-            Ok(Some((
-                codec::decode(key, &value)?,
-                retained::listing(&items),
-            )))
-        })
+        blocking(
+            move || match Self::held_blocking(&shares, &older, key.as_bytes())? {
+                Some(held) => envelope_and_listing(key.as_bytes(), held),
+                None => Ok(None),
+            },
+        )
         .await
     }
 
@@ -357,10 +366,10 @@ impl ShareStore for SledStore {
         let (shares, older, key) = (self.shares.clone(), self.older.clone(), key.clone());
         blocking(move || {
             let key = key.as_bytes();
-            let Some((value, items)) = Self::held_blocking(&shares, &older, key)? else {
+            let Some((value, top, items)) = Self::held_blocking(&shares, &older, key)? else {
                 return Ok(None);
             };
-            if codec::head(key, &value)?.version == version {
+            if top.version == version {
                 return codec::decode(key, &value).map(Some);
             }
             items
@@ -409,19 +418,12 @@ impl ShareStore for SledStore {
         blocking(move || {
             let key = key.as_bytes();
             let _guard = locks.lock(key);
-            let Some((value, mut items)) = Self::held_blocking(&shares, &older, key)? else {
+            let Some((_, top, mut items)) = Self::held_blocking(&shares, &older, key)? else {
                 return Ok(0);
             };
-            let top = codec::head(key, &value)?;
             let dropped = retained::commit(&mut items, Some(&top), version);
             if dropped > 0 {
-                match items.is_empty() {
-                    true => older.remove(key).map(drop)?,
-                    false => {
-                        let values: Vec<&[u8]> = items.iter().map(|(_, v)| v.as_slice()).collect();
-                        older.insert(key, retained::encode(&values)).map(drop)?
-                    }
-                }
+                write_kept(&older, key, &items, true)?;
             }
             Ok(dropped)
         })

@@ -541,17 +541,17 @@ impl ShareStore for S3Store {
         };
         let mut items: Vec<_> = Self::kept(versions.clone(), &top.head)
             .into_iter()
-            .map(|v| (v.head, v))
+            .map(|v| (v.head, ()))
             .collect();
-        let dropped = retained::commit(&mut items, Some(&top.head), version);
-        let held = top.slot.0 == version || items.iter().any(|(h, _)| h.version == version);
-        if held {
-            // Leftovers below the committed version (not kept, not yet deleted) go too.
-            for lower in versions.iter().filter(|v| v.slot.0 < version) {
-                self.site.delete(&lower.name).await?;
-            }
+        if !retained::holds(&items, Some(&top.head), version) {
+            return Ok(0);
         }
-        Ok(dropped)
+        // Every object below the committed version goes: the kept ones and any leftover a put
+        // failed to delete.
+        for lower in versions.iter().filter(|v| v.slot.0 < version) {
+            self.site.delete(&lower.name).await?;
+        }
+        Ok(retained::commit(&mut items, Some(&top.head), version))
     }
 
     async fn list(
