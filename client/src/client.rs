@@ -47,6 +47,11 @@ pub struct ClientOptions {
     /// so that lying or rotten nodes are reported in [`GetOutcome::bad_shares`] even when
     /// their share was not needed. Short by default: a down node must not slow every read.
     pub read_grace: Duration,
+    /// Ask every node for its share on a get, instead of k nodes for shares and the others
+    /// only for the version they hold. Costs n/k times the share bytes and node work, and
+    /// finds a bad or inconsistent share on a node whose share was not needed (reported in
+    /// [`GetOutcome::bad_shares`]): for verification runs rather than everyday reads.
+    pub read_all_shares: bool,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +61,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(3),
             straggler_grace: Duration::from_millis(500),
             read_grace: Duration::from_millis(100),
+            read_all_shares: false,
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct Client {
     signer: std::result::Result<Signer, String>,
     /// Commits of acknowledged writes, sent in the background.
     commits: commit::Commits,
+    /// Turns which nodes a get asks for shares first (see [`Transport::by_preference`]).
+    next_reader: std::sync::atomic::AtomicUsize,
 }
 
 impl Client {
@@ -137,6 +145,7 @@ impl Client {
             transport: Arc::new(transport),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
             commits: commit::Commits::default(),
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             options,
         })
     }
@@ -458,6 +467,7 @@ fn response_kind(response: &Response) -> &'static str {
         Response::DealAccepted => "deal-accepted",
         Response::Aborted => "aborted",
         Response::Audit(_) => "audit",
+        Response::Head(_) => "head",
         Response::Error(_) => "error",
     }
 }

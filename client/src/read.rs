@@ -17,7 +17,7 @@ use std::fmt;
 use bunsan_protocol::dealing::{self, Reassembled};
 use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope};
 use bunsan_protocol::integrity::{version_time, Trust, WriterSignature};
-use bunsan_protocol::message::RetainedVersion;
+use bunsan_protocol::message::{ListEntry, RetainedVersion};
 use bunsan_protocol::refresh::RefreshSeal;
 use bunsan_protocol::shamir::Share;
 use bunsan_protocol::{RecordKey, ShareIndex, Version};
@@ -116,6 +116,9 @@ pub(crate) struct Gather<'a> {
     versions: BTreeMap<Generation, Group>,
     tombstone: Option<Version>,
     tombstones_heard: usize,
+    /// What probed nodes said they hold (node id, version, tombstone), until their share
+    /// arrives: unsigned hints that hold back an older answer, never answers themselves.
+    hints: Vec<(String, Version)>,
     /// Older versions nodes keep under their newest (node positions), and which were asked for.
     kept: BTreeMap<Version, Kept>,
     pub(crate) not_found: usize,
@@ -157,6 +160,7 @@ impl<'a> Gather<'a> {
             versions: BTreeMap::new(),
             tombstone: None,
             tombstones_heard: 0,
+            hints: Vec::new(),
             kept: BTreeMap::new(),
             not_found: 0,
             failures: Vec::new(),
@@ -209,9 +213,31 @@ impl<'a> Gather<'a> {
         Some((version, kept.positions.clone()))
     }
 
+    /// Notes what a probed `node` says it holds. Only the version counts: a hint newer than
+    /// every verified share holds the answer back until that node's share is fetched.
+    pub(crate) fn hint(&mut self, node: String, entry: &ListEntry) {
+        if entry.key != *self.key {
+            self.failures.push(NodeFailure {
+                node,
+                reason: format!("answered a probe for {} with {}", self.key, entry.key),
+                code: None,
+            });
+            return;
+        }
+        self.hints.retain(|(n, _)| *n != node);
+        self.hints.push((node, entry.version));
+    }
+
+    /// Whether `node` answered a probe with a version it holds (and has not sent its share).
+    pub(crate) fn hinted(&self, node: &str) -> bool {
+        self.hints.iter().any(|(n, _)| n == node)
+    }
+
     /// Checks `envelope` from `node` (which holds share `expected`) and keeps its share if
     /// every check passes; otherwise records a [`BadShare`].
     pub(crate) fn add(&mut self, node: String, expected: ShareIndex, envelope: ShareEnvelope) {
+        // The share replaces the node's hint: it is the same answer, now checked.
+        self.hints.retain(|(n, _)| *n != node);
         let generation = envelope.generation();
         let version = generation.0;
         let index = envelope.index;
@@ -368,10 +394,12 @@ impl<'a> Gather<'a> {
         });
     }
 
-    /// Nodes whose answer counts toward the read quorum: verified shares, tombstones and
-    /// not-found answers (a bad share tells nothing about what the node holds).
+    /// Nodes whose answer counts toward the read quorum: verified shares, tombstones,
+    /// not-found answers and probe answers (a bad share tells nothing about what the node
+    /// holds).
     pub(crate) fn heard(&self) -> usize {
         self.not_found
+            + self.hints.len()
             + self
                 .versions
                 .values()
@@ -382,7 +410,7 @@ impl<'a> Gather<'a> {
 
     /// Whether any verified share or tombstone arrived.
     pub(crate) fn found_any(&self) -> bool {
-        !self.versions.is_empty() || self.tombstones_heard > 0
+        !self.versions.is_empty() || self.tombstones_heard > 0 || !self.hints.is_empty()
     }
 
     /// The most verified shares of any one version.
@@ -402,7 +430,8 @@ impl<'a> Gather<'a> {
     }
 
     /// What to answer now. Before every node has answered (`last == false`) only the newest
-    /// version seen may be answered; at the end, the newest version that has k shares. Either
+    /// version seen may be answered, and not while a probed node reports a newer one; at the
+    /// end, the newest version that has k shares. Either
     /// way a verified tombstone newer than the answer wins: a deleted record never comes back,
     /// and at the end a tombstone with no rebuildable version above it is the answer. At the
     /// end, an older version some nodes keep that could beat the answer defers it (`None`):
@@ -412,6 +441,7 @@ impl<'a> Gather<'a> {
         let ready = |(version, group): (&Generation, &Group)| {
             (group.shares.len() >= k && group.shares.len() > group.tried).then_some(*version)
         };
+        let newest_hint = self.hints.iter().map(|(_, version)| *version).max();
         let candidate = if last {
             self.versions.iter().rev().find_map(ready)
         } else {
@@ -433,6 +463,15 @@ impl<'a> Gather<'a> {
             (Some(tombstone), None) if last => Some(Decision::Deleted(tombstone)),
             (_, None) => None,
         };
+        // Before the end, a probed node reporting something newer than the answer (a version
+        // or a tombstone) may hold an acknowledged write: its share must be seen first.
+        if !last
+            && decision
+                .as_ref()
+                .is_some_and(|d| newest_hint.is_some_and(|hint| hint > d.version()))
+        {
+            return None;
+        }
         // Before the end the answer is the newest version any node holds, and every kept
         // version is older than its keeper's newest: nothing kept can beat it.
         if last

@@ -10,7 +10,7 @@
 //! request is idempotent: a put of the same envelope is `AlreadyStored`, a tombstone the same.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ struct Link {
     connection: Mutex<Option<quinn::Connection>>,
     /// The address to try first: the one that last connected.
     preferred: AtomicUsize,
+    /// Whether the last call answered (any answer, a refusal included) rather than failed in
+    /// transport: a get asks answering nodes for shares first.
+    answering: AtomicBool,
 }
 
 impl Transport {
@@ -77,6 +80,7 @@ impl Transport {
                 node: node.clone(),
                 connection: Mutex::new(None),
                 preferred: AtomicUsize::new(0),
+                answering: AtomicBool::new(true),
             })
             .collect();
         Ok(Self {
@@ -89,6 +93,15 @@ impl Transport {
     /// The manifest entry of node number `position` (0-based, index order).
     pub(crate) fn node(&self, position: usize) -> &NodeEntry {
         &self.links[position].node
+    }
+
+    /// Every node position, the nodes whose last call answered first, each group in turn
+    /// from `turn` (mod n), so that successive gets spread their share reads over the nodes.
+    pub(crate) fn by_preference(&self, turn: usize) -> Vec<usize> {
+        let n = self.links.len();
+        let mut positions: Vec<usize> = (0..n).map(|i| (turn + i) % n).collect();
+        positions.sort_by_key(|&p| !self.links[p].answering.load(Ordering::Relaxed));
+        positions
     }
 
     /// Sends `request` to the node at `position` and waits for its one response, failing after
@@ -138,6 +151,7 @@ impl Transport {
                 .store((failed + 1) % link.node.addresses.len(), Ordering::Relaxed);
             outcome = self.attempt(position, frame.clone(), timeout).await;
         }
+        link.answering.store(outcome.is_ok(), Ordering::Relaxed);
         outcome
     }
 

@@ -216,6 +216,11 @@ impl Handler {
                 }
                 self.release(&key, version).await
             }
+            Request::Head { key, .. } => match self.store.head(&key).await {
+                Ok(Some(entry)) => Response::Head(entry),
+                Ok(None) => Response::NotFound,
+                Err(e) => failure(&e),
+            },
             Request::Commit { commits, .. } => {
                 if commits.len() > COMMIT_BATCH_MAX {
                     return bad_request("a commit batch is larger than COMMIT_BATCH_MAX");
@@ -425,7 +430,8 @@ pub fn action(request: &Request) -> Action {
     match request {
         Request::Health => Action::Health,
         Request::Put { .. } => Action::Put,
-        Request::Get { .. } => Action::Get,
+        // A version probe tells what a reader may read: the same right as the read itself.
+        Request::Get { .. } | Request::Head { .. } => Action::Get,
         Request::Delete { .. } => Action::Delete,
         Request::Commit { .. } => Action::Commit,
         Request::List { .. } => Action::List,
@@ -461,6 +467,7 @@ pub fn outcome(response: &Response) -> &'static str {
         Response::DealAccepted => "deal-accepted",
         Response::Aborted => "aborted",
         Response::Audit(_) => "audit",
+        Response::Head(_) => "head",
         Response::Error(error) => match error.code {
             ErrorCode::BadRequest => "bad-request",
             ErrorCode::Forbidden => "forbidden",
@@ -481,7 +488,7 @@ fn key(request: &Request) -> Option<&RecordKey> {
     match request {
         Request::Put { envelope, .. } => Some(&envelope.header.key),
         Request::Delete { tombstone, .. } => Some(&tombstone.header.key),
-        Request::Get { key, .. } => Some(key),
+        Request::Get { key, .. } | Request::Head { key, .. } => Some(key),
         Request::Commit { commits, .. } => match commits.as_slice() {
             [(key, _)] => Some(key),
             _ => None,

@@ -159,6 +159,15 @@ pub enum Request {
         /// What is asked.
         query: AuditQuery,
     },
+    /// Which version of a record this node holds, without its share (reader): what a get
+    /// asks the nodes whose share it does not need, so that a newer version they hold is
+    /// not missed. Releases nothing, so it is not an audited release.
+    Head {
+        /// The same on every node for one client operation.
+        request_id: RequestId,
+        /// Which record.
+        key: RecordKey,
+    },
 }
 
 impl Request {
@@ -180,6 +189,7 @@ impl Request {
             Request::RefreshCommit { .. } => "refresh-commit",
             Request::RefreshAbort { .. } => "refresh-abort",
             Request::Audit { query, .. } => query.name(),
+            Request::Head { .. } => "head",
         }
     }
 }
@@ -281,6 +291,10 @@ pub enum Response {
     Audit(AuditAnswer),
     /// The request was refused or failed; nothing was changed unless the code says so.
     Error(RemoteError),
+    /// Answer to [`Request::Head`]: the node's highest version of the key (a tombstone
+    /// included), as a node-reported hint: it is not signed, and a reader fetches and checks
+    /// the share before trusting it. A node holding nothing answers [`Response::NotFound`].
+    Head(ListEntry),
 }
 
 /// An older version a node keeps under its highest one (see [`Response::ShareWithOlder`]).

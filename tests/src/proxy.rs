@@ -80,6 +80,7 @@ pub fn reader_via(cluster: &LocalCluster, proxies: &[&LyingProxy]) -> Client {
         // Every node is up in these tests: wait for all of them, so each liar is named even
         // when its share was not needed, however loaded the machine.
         read_grace: std::time::Duration::from_secs(5),
+        read_all_shares: true,
         ..ClientOptions::default()
     };
     Client::new(manifest, identity, options).expect("a client")

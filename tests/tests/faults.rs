@@ -435,3 +435,48 @@ async fn an_acknowledged_write_reads_back_after_later_writes_fail_partway() {
         .expect("get");
     assert!(back.as_slice() == latest.as_slice());
 }
+
+/// A get asks k nodes for their shares and the others only for the version they hold.
+/// Whichever k it starts with, a node that missed the newest acknowledged write (W = 4)
+/// cannot make it answer the older version or fail: when the k shares hold only two of the
+/// newest version, the probed nodes report it and their shares are fetched. On a cluster
+/// where every node is current, k shares suffice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_get_finds_the_newest_version_whichever_nodes_it_asks_first() {
+    let mut cluster = start_cluster_with_quorum(NODE, 5, 3, Some(4)).await;
+    let k = key("probe/record");
+    client(&cluster, "collector")
+        .put(&k, &pattern(2000, 21))
+        .await
+        .expect("put on every node");
+    cluster.stop_node(1).await.expect("stop");
+    let newer = pattern(2000, 22);
+    let collector = client_with_timeout(&cluster, "collector", Duration::from_secs(2));
+    let receipt = collector
+        .put(&k, &newer)
+        .await
+        .expect("a put acknowledged by the four live nodes");
+    collector.close().await;
+    cluster.start_node(1).await.expect("start");
+    let reader = client(&cluster, "reader");
+    // Five gets: the client turns which nodes it asks for shares first, so every choice of
+    // three consecutive nodes is tried, node 1 among them.
+    for _ in 0..5 {
+        let back = reader
+            .get_versioned(&k, &purpose())
+            .await
+            .expect("the newest acknowledged version reads back");
+        assert_eq!(back.version, receipt.version);
+        assert!(back.data.as_slice() == newer.as_slice());
+    }
+    let latest = pattern(5000, 23);
+    client(&cluster, "collector")
+        .put(&k, &latest)
+        .await
+        .expect("put on every node");
+    for _ in 0..5 {
+        let back = reader.get_versioned(&k, &purpose()).await.expect("get");
+        assert!(back.data.as_slice() == latest.as_slice());
+        assert_eq!(back.sources.len(), 3, "k shares, from {:?}", back.sources);
+    }
+}

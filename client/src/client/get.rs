@@ -1,9 +1,12 @@
-//! The reading half of [`Client`]: fan a get out to every node, decide from the verified
-//! answers (module `read`), and fall back to the older versions nodes keep when the newest
-//! one does not rebuild.
+//! The reading half of [`Client`]: ask k nodes for their shares and the others for the
+//! version they hold, decide from the verified answers (module `read`), ask more nodes when
+//! that does not settle it, and fall back to the older versions nodes keep when the newest one
+//! does not rebuild.
 
 use bunsan_protocol::message::{Request, Response};
 use bunsan_protocol::{Purpose, RecordKey, RequestId};
+use std::sync::atomic::Ordering;
+
 use tokio::sync::mpsc;
 
 use super::{unexpected, Client, GetOutcome};
@@ -13,9 +16,15 @@ use crate::read::{Decision, Gather};
 type Replies = mpsc::UnboundedReceiver<(usize, std::result::Result<Response, NodeFailure>)>;
 
 impl Client {
-    /// Asks every node for its share and rebuilds the record from k verified shares of the
-    /// highest version seen, answering as soon as R nodes have been heard and the record
-    /// passes its end-to-end check.
+    /// Rebuilds the record from k verified shares of the newest version a read quorum holds.
+    ///
+    /// A get asks k nodes for their shares (those whose last call answered first, in turns)
+    /// and the other n − k only which version they hold ([`Request::Head`]), so a record
+    /// costs k shares of transfer and node work, not n. If those k shares do not settle it (a
+    /// node failed, a probed node holds a newer version or a tombstone, a share is bad), the
+    /// probed nodes that hold something are asked for their shares too. With
+    /// [`ClientOptions::read_all_shares`](super::ClientOptions::read_all_shares) every node
+    /// is asked for its share at once.
     ///
     /// Every share is checked (header signature against the cluster CA, commitment) before it
     /// counts; a failing one is reported in [`GetOutcome::bad_shares`]. If k verified shares
@@ -36,9 +45,44 @@ impl Client {
         let k = self.manifest.scheme.threshold().as_usize();
         let mut gather = Gather::new(key, &self.trust);
         let everyone = self.transport_len();
-        let replies = self.fan_out(vec![request(None); everyone]);
-        if let Some(answer) = self.answer(&mut gather, replies, everyone).await {
-            return answer;
+        if self.options.read_all_shares || k >= everyone {
+            let replies = self.fan_out(vec![request(None); everyone]);
+            if let Some(answer) = self.answer(&mut gather, replies, everyone, true).await {
+                return answer;
+            }
+        } else {
+            let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
+            let order = self.transport.by_preference(turn);
+            let (readers, probed) = order.split_at(k);
+            let probe = Request::Head {
+                request_id,
+                key: key.clone(),
+            };
+            let first = readers
+                .iter()
+                .map(|&position| (position, request(None)))
+                .chain(probed.iter().map(|&position| (position, probe.clone())));
+            let replies = self.fan_out_to(first);
+            if let Some(answer) = self.answer(&mut gather, replies, everyone, false).await {
+                return answer;
+            }
+            // The k shares did not settle it: ask the probed nodes that hold something.
+            let holders: Vec<usize> = probed
+                .iter()
+                .copied()
+                .filter(|&position| gather.hinted(&self.transport.node(position).id))
+                .collect();
+            tracing::debug!(%key, nodes = holders.len(),
+                "the first k shares do not answer the get; asking the probed nodes for theirs");
+            let count = holders.len();
+            let replies = self.fan_out_to(
+                holders
+                    .into_iter()
+                    .map(|position| (position, request(None))),
+            );
+            if let Some(answer) = self.answer(&mut gather, replies, count, true).await {
+                return answer;
+            }
         }
         // Nothing the nodes hold as their newest rebuilds: try what they keep under it.
         while let Some((version, holders)) = gather.next_kept(k) {
@@ -50,7 +94,7 @@ impl Client {
                     .into_iter()
                     .map(|position| (position, request(Some(version)))),
             );
-            if let Some(answer) = self.answer(&mut gather, replies, count).await {
+            if let Some(answer) = self.answer(&mut gather, replies, count, true).await {
                 return answer;
             }
         }
@@ -66,12 +110,14 @@ impl Client {
     }
 
     /// Files the `expected` replies of one round into `gather` and answers once the decision
-    /// is final; `None` when the round ended without an answer.
+    /// is final; `None` when the round ended without an answer. Only a `settling` round may
+    /// end the get on what it has: after the others, more nodes can still be asked.
     async fn answer(
         &self,
         gather: &mut Gather<'_>,
         mut replies: Replies,
         expected: usize,
+        settling: bool,
     ) -> Option<Result<GetOutcome>> {
         let k = self.manifest.scheme.threshold().as_usize();
         let read_quorum = self.manifest.read_quorum();
@@ -85,7 +131,7 @@ impl Client {
                 self.absorb(gather, position, reply);
             }
             if gather.heard() >= read_quorum || last {
-                match gather.decide(k, last) {
+                match gather.decide(k, last && settling) {
                     Some(Decision::Deleted(version)) => {
                         return Some(Err(Error::Deleted { key, version }))
                     }
@@ -117,7 +163,7 @@ impl Client {
                         }
                         // More shares may still come and make it rebuild (or name the bad
                         // ones); with every node of the round heard, it is final.
-                        Err(source) if last || received == expected => {
+                        Err(source) if settling && (last || received == expected) => {
                             return Some(Err(Error::Integrity {
                                 key,
                                 version: generation.0,
@@ -151,6 +197,7 @@ impl Client {
                 gather.keeps(position, &older);
                 gather.add(id, node.index, envelope)
             }
+            Ok(Response::Head(entry)) => gather.hint(id, &entry),
             Ok(Response::NotFound) => gather.not_found += 1,
             Ok(Response::Error(error)) => gather.failures.push(NodeFailure::refused(id, &error)),
             Ok(other) => gather.failures.push(unexpected(id, "get", &other)),

@@ -64,6 +64,10 @@ impl AuditEvent {
                 event.version = *version;
                 event.request_id = Some(*request_id);
             }
+            Request::Head { request_id, key } => {
+                event.key = Some(key.clone());
+                event.request_id = Some(*request_id);
+            }
             Request::Commit {
                 request_id,
                 commits,
@@ -127,6 +131,10 @@ impl AuditEvent {
                 }
             }
             Response::NotFound => Outcome::NotFound,
+            Response::Head(entry) => {
+                self.version = Some(entry.version);
+                Outcome::Allowed
+            }
             Response::Stored(PutOutcome::Stored | PutOutcome::StoredKeepingOlder { .. }) => {
                 Outcome::Stored
             }

@@ -9,7 +9,8 @@
 //! Witness ─ every cosign_interval ─▶ each other node: checkpoint + proof ─▶ cosign ─▶ send back
 //! ```
 //!
-//! - [`store`]: the [`AuditStore`] trait and the memory backend; [`sled`]: the durable one;
+//! - [`store`]: the [`AuditStore`] trait and the memory backend; [`sled`]: the durable one
+//!   (entries in an append-only journal file, `journal`; checkpoints in sled);
 //!   [`s3`]: one log shared by every process of a site in its bucket; [`conformance`]: the
 //!   suite all pass.
 //! - [`log`]: [`AuditLog`]: appends, the in-memory Merkle tree, checkpoint signing.
@@ -19,6 +20,7 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod event;
+mod journal;
 pub mod log;
 pub mod s3;
 pub(crate) mod service;

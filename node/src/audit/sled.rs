@@ -1,15 +1,18 @@
-//! The durable [`AuditStore`]: a sled database of its own in `data_dir/audit`.
+//! The durable [`AuditStore`]: in `data_dir/audit`, entries in an append-only journal file
+//! (module `journal`), everything else in a small sled database beside it.
 //!
-//! A database of its own, not a tree in the share store's: the audit log's flush then never
-//! waits for share bytes (a 64 MiB put) to reach the disk, and the share store's code and
-//! format stay untouched. Nothing is lost by not sharing the share store's group commit: a get
-//! writes no share, and puts flush their share before the audit entry is appended.
+//! Entries go to a file of their own because every share release waits for its entry to be
+//! durable, and a write plus `fdatasync` of that file costs a third of a sled flush (D17 in
+//! docs/DECISIONS.md). Checkpoints and witness state are rare, small and replaced in place:
+//! sled keeps them. The store is a database of its own, not trees in the share store's: the
+//! audit log's flush then never waits for share bytes (a 64 MiB put) to reach the disk.
 //!
-//! Trees: `entries` maps the big-endian sequence number to `format ‖ chain ‖ entry bytes`;
-//! `checkpoints` maps the big-endian tree size to the signed note; `witnessed` maps a log's node
-//! id to the newest checkpoint of it this node cosigned; `meta` holds the format and node id.
-//! Appends are serialised by a lock, checked against the last key, written as one insert (one
-//! entry) or one batch (several, all or nothing) and flushed before returning.
+//! `entries.journal` holds `format ‖ chain ‖ entry bytes` per entry, in sequence order. Sled
+//! trees: `checkpoints` maps the big-endian tree size to the signed note; `witnessed` maps a
+//! log's node id to the newest checkpoint of it this node cosigned; `meta` holds the format,
+//! the node id and `entries = journal`. A store from before the journal kept its entries in a
+//! sled tree `entries`; opening it copies them into the journal once (the tree is emptied only
+//! after the journal and the marker are durable, so a crash mid-way copies again).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,9 +21,13 @@ use async_trait::async_trait;
 use bunsan_protocol::audit::AuditRecord;
 use sled::Tree;
 
+use super::journal::Journal;
 use super::store::AuditStore;
 use crate::error::{Error, Result};
 use crate::store::sled::blocking;
+
+/// The journal's file name inside the store directory.
+const JOURNAL_FILE: &str = "entries.journal";
 
 /// The format byte in front of every stored entry and in the meta tree.
 const STORED_FORMAT: u8 = 1;
@@ -28,16 +35,15 @@ const STORED_FORMAT: u8 = 1;
 /// A sled-backed audit store.
 pub struct SledAuditStore {
     db: sled::Db,
-    entries: Tree,
+    journal: Arc<Journal>,
     checkpoints: Tree,
     witnessed: Tree,
-    append: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for SledAuditStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledAuditStore")
-            .field("entries", &self.entries.len())
+            .field("entries", &self.journal.count())
             .finish_non_exhaustive()
     }
 }
@@ -87,12 +93,21 @@ impl SledAuditStore {
                 }
                 _ => return Err(not_ours("its audit metadata is incomplete".to_owned())),
             }
+            let journal = Journal::open(&path.join(JOURNAL_FILE))?;
+            if meta.get("entries")?.as_deref() != Some(b"journal") {
+                migrate(&entries, &journal)?;
+                meta.insert("entries", "journal")?;
+                meta.flush()?;
+            }
+            if !entries.is_empty() {
+                entries.clear()?;
+                db.flush()?;
+            }
             Ok(Arc::new(Self {
                 checkpoints: db.open_tree("checkpoints")?,
                 witnessed: db.open_tree("witnessed")?,
-                entries,
+                journal: Arc::new(journal),
                 db,
-                append: tokio::sync::Mutex::new(()),
             }))
         })
         .await
@@ -102,9 +117,13 @@ impl SledAuditStore {
     /// operator who rewrites the log offline.
     #[doc(hidden)]
     pub fn rewrite_raw(&self, seq: u64, record: &AuditRecord) -> Result<()> {
-        self.entries.insert(seq.to_be_bytes(), encode(record))?;
-        self.db.flush()?;
-        Ok(())
+        let mut all = self.journal.read(0, usize::MAX)?;
+        let slot = all.get_mut(seq as usize).ok_or(Error::AuditConflict {
+            seq,
+            len: self.journal.count(),
+        })?;
+        *slot = encode(record);
+        self.journal.replace_all(&all)
     }
 
     /// Removes every stored checkpoint, bypassing the trait: the other half of a rewrite.
@@ -115,12 +134,32 @@ impl SledAuditStore {
         Ok(())
     }
 
-    fn len_now(&self) -> Result<u64> {
-        match self.entries.last()? {
-            Some((key, _)) => Ok(seq_of(&key)? + 1),
-            None => Ok(0),
+}
+
+/// Copies the entries a store from before the journal kept in its `entries` tree into the
+/// journal (replacing whatever an interrupted copy left there), checking that they are
+/// numbered without gaps.
+fn migrate(entries: &Tree, journal: &Journal) -> Result<()> {
+    let mut payloads = Vec::with_capacity(entries.len());
+    for (expected, item) in (0u64..).zip(entries.iter()) {
+        let (key, value) = item?;
+        let seq = seq_of(&key)?;
+        if seq != expected {
+            return Err(Error::AuditCorrupt {
+                seq: expected,
+                reason: format!("the entries tree skips from {expected} to {seq}"),
+            });
         }
+        decode(seq, &value)?;
+        payloads.push(value.to_vec());
     }
+    if !payloads.is_empty() {
+        tracing::info!(
+            entries = payloads.len(),
+            "moving the audit entries from sled into the journal file"
+        );
+    }
+    journal.replace_all(&payloads)
 }
 
 /// Creates the store directory with mode 0700: the log names who read which record.
@@ -183,54 +222,23 @@ fn text(value: sled::IVec) -> Result<String> {
 #[async_trait]
 impl AuditStore for SledAuditStore {
     async fn append(&self, first_seq: u64, records: &[AuditRecord]) -> Result<()> {
-        let _one_writer = self.append.lock().await;
-        let len = self.len_now()?;
-        if first_seq != len {
-            return Err(Error::AuditConflict {
-                seq: first_seq,
-                len,
-            });
-        }
-        match records {
-            // One entry, every batch at low load: a plain insert, which sled makes atomic on
-            // its own. `apply_batch` would take sled's process-wide write lock, which waits for
-            // every sled read and flush in progress in this process (the share store's
-            // included) and makes every later sled operation take a lock too: it cost ~95 µs
-            // of each 1 KiB get at concurrency 1, against ~8 µs for the insert.
-            [record] => {
-                self.entries
-                    .insert(first_seq.to_be_bytes(), encode(record))?;
-            }
-            // Several entries must land all or none: only a batch gives that.
-            _ => {
-                let mut batch = sled::Batch::default();
-                for (seq, record) in (first_seq..).zip(records) {
-                    batch.insert(&seq.to_be_bytes(), encode(record));
-                }
-                self.entries.apply_batch(batch)?;
-            }
-        }
-        self.flush().await?;
-        Ok(())
+        let payloads: Vec<Vec<u8>> = records.iter().map(encode).collect();
+        let journal = self.journal.clone();
+        blocking(move || journal.append(first_seq, &payloads)).await
     }
 
     async fn read(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
-        let entries = self.entries.clone();
+        let journal = self.journal.clone();
         blocking(move || {
-            entries
-                .range(from.to_be_bytes()..)
-                .take(limit)
-                .map(|item| {
-                    let (key, value) = item?;
-                    decode(seq_of(&key)?, &value)
-                })
+            (journal.read(from, limit)?.iter().enumerate())
+                .map(|(i, payload)| decode(from + i as u64, payload))
                 .collect()
         })
         .await
     }
 
     async fn size(&self) -> Result<u64> {
-        self.len_now()
+        Ok(self.journal.count())
     }
 
     async fn put_checkpoint(&self, size: u64, note: &str) -> Result<()> {
@@ -300,6 +308,41 @@ mod tests {
     #[tokio::test]
     async fn the_sled_store_passes_the_conformance_suite() {
         run_all(&SledHarness(tempfile::tempdir().expect("tempdir"))).await;
+    }
+
+    /// A store written before the journal (entries in the sled tree, no marker) opens with
+    /// every entry moved into the journal, once, and goes on from there.
+    #[tokio::test]
+    async fn entries_of_a_store_from_before_the_journal_move_into_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit");
+        let records: Vec<AuditRecord> = (0..5u8)
+            .map(|i| AuditRecord {
+                entry: vec![i; 10 + usize::from(i)],
+                chain: [i; 32],
+            })
+            .collect();
+        {
+            let db = sled::Config::new().path(&path).open().expect("sled");
+            let meta = db.open_tree("meta").expect("meta");
+            meta.insert("format", &[STORED_FORMAT]).expect("format");
+            meta.insert("node", "node-1").expect("node");
+            let entries = db.open_tree("entries").expect("entries");
+            for (seq, record) in (0u64..).zip(&records) {
+                entries
+                    .insert(seq.to_be_bytes(), encode(record))
+                    .expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        let store = SledAuditStore::open(&path, "node-1").await.expect("open");
+        assert_eq!(store.size().await.expect("size"), 5);
+        assert_eq!(store.read(0, 10).await.expect("read"), records);
+        store.append(5, &records[..1]).await.expect("append");
+        drop(store);
+        let store = SledAuditStore::open(&path, "node-1").await.expect("reopen");
+        assert_eq!(store.size().await.expect("size"), 6);
+        assert_eq!(store.read(5, 1).await.expect("read"), records[..1]);
     }
 
     #[tokio::test]

@@ -182,6 +182,10 @@ pub async fn keeps_the_highest_version(h: &impl Harness) {
         }
     );
     assert_eq!(get(&*store, "k").await, Some(share("k", 3, b"three")));
+    // The version probe names the same head without the share, and nothing for a missing key.
+    let head = store.head(&key("k")).await.expect("head").expect("held");
+    assert_eq!((head.version, head.tombstone), (version(3), false));
+    assert_eq!(store.head(&key("k2")).await.expect("head"), None);
 }
 
 /// Putting the same envelope again is acknowledged without a second write.
@@ -221,6 +225,8 @@ pub async fn tombstone_beats_older_puts(h: &impl Harness) {
         );
     }
     assert_eq!(get(&*store, "k").await, Some(tombstone("k", 3)));
+    let head = store.head(&key("k")).await.expect("head").expect("held");
+    assert_eq!((head.version, head.tombstone), (version(3), true));
     // The tombstone is kept under the revival (a reader may need to know of it).
     assert_eq!(
         put(&*store, &share("k", 4, b"again")).await,
@@ -384,8 +390,12 @@ pub async fn corrupt_values_give_typed_errors(h: &impl Harness) {
         store.put(&share("k", 1, &[6; 32])).await,
         Err(Error::Corrupt { .. })
     ));
-    // An unreadable head: no put can be decided and no listing row built.
+    // An unreadable head: no put can be decided, no listing row built, no probe answered.
     h.corrupt(&key("k"), b"short").await;
+    assert!(matches!(
+        store.head(&key("k")).await,
+        Err(Error::Corrupt { .. })
+    ));
     assert!(matches!(
         store.list("", None, 10).await,
         Err(Error::Corrupt { .. })

@@ -210,6 +210,13 @@ impl ShareStore for MemoryStore {
         Ok(dropped)
     }
 
+    async fn head(&self, key: &RecordKey) -> Result<Option<ListEntry>> {
+        let map = self.lock();
+        map.get(key.as_bytes())
+            .map(|value| codec::list_entry(key.as_bytes(), value))
+            .transpose()
+    }
+
     async fn list(
         &self,
         prefix: &str,

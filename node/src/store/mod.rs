@@ -68,6 +68,11 @@ pub trait ShareStore: Send + Sync + 'static {
         key: &RecordKey,
     ) -> Result<Option<(ShareEnvelope, Vec<RetainedVersion>)>>;
 
+    /// The highest version held for `key` (a tombstone included) without reading its share:
+    /// what a get's version probe ([`Request::Head`](bunsan_protocol::message::Request::Head))
+    /// answers. Damaged bytes give [`Error::Corrupt`](crate::Error::Corrupt).
+    async fn head(&self, key: &RecordKey) -> Result<Option<ListEntry>>;
+
     /// The envelope of exactly `version` of `key`: the head or a kept older version, decoded
     /// and checked.
     async fn get_version(&self, key: &RecordKey, version: Version)

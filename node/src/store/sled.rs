@@ -358,6 +358,15 @@ impl ShareStore for SledStore {
         .await
     }
 
+    async fn head(&self, key: &RecordKey) -> Result<Option<ListEntry>> {
+        // Read on the calling task, like the get fast lane: the probe only parses the value's
+        // leading header, and sled answers from its page cache.
+        match self.shares.get(key.as_bytes())? {
+            Some(value) => Ok(Some(codec::list_entry(key.as_bytes(), &value)?)),
+            None => Ok(None),
+        }
+    }
+
     async fn get_version(
         &self,
         key: &RecordKey,

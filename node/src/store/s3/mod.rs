@@ -485,6 +485,13 @@ impl ShareStore for S3Store {
         Ok(Some(envelope))
     }
 
+    async fn head(&self, key: &RecordKey) -> Result<Option<ListEntry>> {
+        match self.current(key, &self.hk(key)).await? {
+            Some((_, value)) => Ok(Some(codec::list_entry(key.as_bytes(), &value?)?)),
+            None => Ok(None),
+        }
+    }
+
     async fn get_held(
         &self,
         key: &RecordKey,
