@@ -32,6 +32,23 @@ pub fn s3_audit_object(name: &str, body: &[u8]) -> bool {
     crate::audit::s3::check_object(name, body)
 }
 
+/// An audit journal file holding `bytes`: opened (scanned, a torn tail cut) and read back.
+/// Uses one scratch file per process in the temporary directory.
+pub fn audit_journal(bytes: &[u8]) -> bool {
+    let path = std::env::temp_dir().join(format!(
+        "bunsan-fuzz-journal-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    if std::fs::write(&path, bytes).is_err() {
+        return false;
+    }
+    let read =
+        crate::audit::journal::Journal::open(&path).and_then(|journal| journal.read(0, usize::MAX));
+    let _ = std::fs::remove_file(&path);
+    read.is_ok()
+}
+
 /// A sealed object body as the object store returns it, opened under `name`.
 pub fn sealed_body(name: &str, body: &[u8]) -> bool {
     static SITE: OnceLock<ObjectSite> = OnceLock::new();
@@ -78,6 +95,11 @@ mod tests {
         }
 
         #[test]
+        fn audit_journals_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            audit_journal(&bytes);
+        }
+
+        #[test]
         fn sealed_bodies_never_panic(name in ".{0,60}", body in proptest::collection::vec(any::<u8>(), 0..200)) {
             prop_assert!(!sealed_body(&name, &body), "random bytes never open");
         }
@@ -103,5 +125,8 @@ mod tests {
         .expect("site");
         let body = site.seal("x", b"payload").expect("seal");
         assert!(sealed_body("x", &body));
+        let mut journal = Vec::new();
+        crate::audit::journal::frame_into(&mut journal, b"\x01entry", 0);
+        assert!(audit_journal(&journal));
     }
 }

@@ -436,47 +436,67 @@ async fn an_acknowledged_write_reads_back_after_later_writes_fail_partway() {
     assert!(back.as_slice() == latest.as_slice());
 }
 
-/// A get asks k nodes for their shares and the others only for the version they hold.
-/// Whichever k it starts with, a node that missed the newest acknowledged write (W = 4)
-/// cannot make it answer the older version or fail: when the k shares hold only two of the
-/// newest version, the probed nodes report it and their shares are fetched. On a cluster
-/// where every node is current, k shares suffice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_get_finds_the_newest_version_whichever_nodes_it_asks_first() {
-    let mut cluster = start_cluster_with_quorum(NODE, 5, 3, Some(4)).await;
-    let k = key("probe/record");
+/// A get asks k nodes for their shares (and probes R − k more for their version). Whichever
+/// nodes it starts with, nodes that missed the newest acknowledged write cannot make it answer
+/// the older version or fail: the shares it lacks (or a probe reporting the newer version)
+/// send it to the other nodes. On a cluster where every node is current, k shares suffice.
+async fn every_get_finds_the_newest_version(k: u8, write_quorum: u8, behind: &[u8]) {
+    let mut cluster = start_cluster_with_quorum(NODE, 5, k, Some(write_quorum)).await;
+    let key = key("probe/record");
     client(&cluster, "collector")
-        .put(&k, &pattern(2000, 21))
+        .put(&key, &pattern(2000, 21))
         .await
         .expect("put on every node");
-    cluster.stop_node(1).await.expect("stop");
+    for &index in behind {
+        cluster.stop_node(index).await.expect("stop");
+    }
     let newer = pattern(2000, 22);
     let collector = client_with_timeout(&cluster, "collector", Duration::from_secs(2));
     let receipt = collector
-        .put(&k, &newer)
+        .put(&key, &newer)
         .await
-        .expect("a put acknowledged by the four live nodes");
+        .expect("a put acknowledged by a write quorum");
     collector.close().await;
-    cluster.start_node(1).await.expect("start");
+    for &index in behind {
+        cluster.start_node(index).await.expect("start");
+    }
     let reader = client(&cluster, "reader");
-    // Five gets: the client turns which nodes it asks for shares first, so every choice of
-    // three consecutive nodes is tried, node 1 among them.
-    for _ in 0..5 {
+    // Five gets: the client turns which nodes it asks first, so every run of consecutive
+    // nodes is tried, the nodes behind among them.
+    for turn in 0..5 {
         let back = reader
-            .get_versioned(&k, &purpose())
+            .get_versioned(&key, &purpose())
             .await
-            .expect("the newest acknowledged version reads back");
-        assert_eq!(back.version, receipt.version);
+            .unwrap_or_else(|e| panic!("get {turn}: {e}"));
+        assert_eq!(back.version, receipt.version, "get {turn}");
         assert!(back.data.as_slice() == newer.as_slice());
     }
     let latest = pattern(5000, 23);
     client(&cluster, "collector")
-        .put(&k, &latest)
+        .put(&key, &latest)
         .await
         .expect("put on every node");
     for _ in 0..5 {
-        let back = reader.get_versioned(&k, &purpose()).await.expect("get");
+        let back = reader.get_versioned(&key, &purpose()).await.expect("get");
         assert!(back.data.as_slice() == latest.as_slice());
-        assert_eq!(back.sources.len(), 3, "k shares, from {:?}", back.sources);
+        assert_eq!(
+            back.sources.len(),
+            usize::from(k),
+            "k shares, from {:?}",
+            back.sources
+        );
     }
+}
+
+/// 3-of-5, W = 4, so R = k = 3: no probes; one node behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_get_finds_the_newest_version_whichever_k_nodes_it_asks() {
+    every_get_finds_the_newest_version(3, 4, &[1]).await;
+}
+
+/// 2-of-5, W = 3, so R = 3 > k: one probe; two nodes behind hold a complete older version,
+/// and only the probe's answer keeps the get from returning it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_keeps_a_get_from_answering_an_older_version() {
+    every_get_finds_the_newest_version(2, 3, &[1, 2]).await;
 }

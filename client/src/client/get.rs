@@ -1,7 +1,7 @@
-//! The reading half of [`Client`]: ask k nodes for their shares and the others for the
-//! version they hold, decide from the verified answers (module `read`), ask more nodes when
-//! that does not settle it, and fall back to the older versions nodes keep when the newest one
-//! does not rebuild.
+//! The reading half of [`Client`]: ask k nodes for their shares (and probe more when the read
+//! quorum needs them), decide from the verified answers (module `read`), ask the other nodes
+//! when that does not settle it, and fall back to the older versions nodes keep when the
+//! newest one does not rebuild.
 
 use bunsan_protocol::message::{Request, Response};
 use bunsan_protocol::{Purpose, RecordKey, RequestId};
@@ -18,11 +18,12 @@ type Replies = mpsc::UnboundedReceiver<(usize, std::result::Result<Response, Nod
 impl Client {
     /// Rebuilds the record from k verified shares of the newest version a read quorum holds.
     ///
-    /// A get asks k nodes for their shares (those whose last call answered first, in turns)
-    /// and the other n − k only which version they hold ([`Request::Head`]), so a record
-    /// costs k shares of transfer and node work, not n. If those k shares do not settle it (a
-    /// node failed, a probed node holds a newer version or a tombstone, a share is bad), the
-    /// probed nodes that hold something are asked for their shares too. With
+    /// A get asks k nodes for their shares (those whose last call answered first, in turns),
+    /// and, when the read quorum R is larger than k, R − k more only which version they hold
+    /// ([`Request::Head`]); so a record costs k shares of transfer and node work, not n. If
+    /// those answers do not settle it (a node failed or is behind, a share is bad, a probed
+    /// node holds a newer version or a tombstone), the other nodes are asked for their shares
+    /// too. With
     /// [`ClientOptions::read_all_shares`](super::ClientOptions::read_all_shares) every node
     /// is asked for its share at once.
     ///
@@ -51,9 +52,14 @@ impl Client {
                 return answer;
             }
         } else {
+            // k nodes for shares, and only as many probes as the read quorum needs on top:
+            // none when R = k (3-of-5 with W = 4), since the newest acknowledged write is on
+            // at least one of any R nodes.
+            let read_quorum = self.manifest.read_quorum();
             let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
             let order = self.transport.by_preference(turn);
-            let (readers, probed) = order.split_at(k);
+            let (readers, others) = order.split_at(k);
+            let (probed, _) = others.split_at(read_quorum.saturating_sub(k).min(others.len()));
             let probe = Request::Head {
                 request_id,
                 key: key.clone(),
@@ -63,23 +69,30 @@ impl Client {
                 .map(|&position| (position, request(None)))
                 .chain(probed.iter().map(|&position| (position, probe.clone())));
             let replies = self.fan_out_to(first);
-            if let Some(answer) = self.answer(&mut gather, replies, everyone, false).await {
+            let asked = readers.len() + probed.len();
+            if let Some(answer) = self.answer(&mut gather, replies, asked, false).await {
                 return answer;
             }
-            // The k shares did not settle it: ask the probed nodes that hold something.
-            let holders: Vec<usize> = probed
-                .iter()
-                .copied()
-                .filter(|&position| gather.hinted(&self.transport.node(position).id))
-                .collect();
-            tracing::debug!(%key, nodes = holders.len(),
-                "the first k shares do not answer the get; asking the probed nodes for theirs");
-            let count = holders.len();
-            let replies = self.fan_out_to(
-                holders
-                    .into_iter()
-                    .map(|position| (position, request(None))),
-            );
+            // Those k shares did not settle it (a node failed or is behind, a share is bad, a
+            // probed node holds something newer): ask every other node for its share, unless
+            // a read quorum already said the record does not exist.
+            let absent = gather.not_found >= read_quorum && !gather.found_any();
+            let more: Vec<usize> = match absent {
+                true => Vec::new(),
+                false => others
+                    .iter()
+                    .copied()
+                    .filter(|&position| {
+                        !probed.contains(&position)
+                            || gather.hinted(&self.transport.node(position).id)
+                    })
+                    .collect(),
+            };
+            tracing::debug!(%key, nodes = more.len(),
+                "the first k shares do not answer the get; asking the other nodes");
+            let count = more.len();
+            let replies =
+                self.fan_out_to(more.into_iter().map(|position| (position, request(None))));
             if let Some(answer) = self.answer(&mut gather, replies, count, true).await {
                 return answer;
             }

@@ -108,7 +108,7 @@ impl Journal {
             if frame.rest == 0 {
                 state.end = offset;
                 state.count = count;
-                state.index.extend(pending_index.drain(..));
+                state.index.append(&mut pending_index);
             }
         }
         let journal = Self {
@@ -304,7 +304,7 @@ impl Journal {
 }
 
 /// Appends the frame of `payload` to `buffer`.
-fn frame_into(buffer: &mut Vec<u8>, payload: &[u8], rest: u32) {
+pub(crate) fn frame_into(buffer: &mut Vec<u8>, payload: &[u8], rest: u32) {
     let start = buffer.len();
     buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buffer.extend_from_slice(&rest.to_le_bytes());

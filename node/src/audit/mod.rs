@@ -20,7 +20,7 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod event;
-mod journal;
+pub(crate) mod journal;
 pub mod log;
 pub mod s3;
 pub(crate) mod service;

@@ -133,7 +133,6 @@ impl SledAuditStore {
         self.db.flush()?;
         Ok(())
     }
-
 }
 
 /// Copies the entries a store from before the journal kept in its `entries` tree into the
