@@ -77,6 +77,7 @@ struct Frame {
 impl Journal {
     /// Opens (or creates) the journal at `path`, cutting off a torn last batch. Blocking.
     pub(crate) fn open(path: &Path) -> Result<Self> {
+        let created = !path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -85,6 +86,16 @@ impl Journal {
             .mode(0o600)
             .open(path)
             .map_err(|source| io("open", path, source))?;
+        if created {
+            // The new name must outlive a crash as surely as the entries written under it.
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|source| io("sync directory", dir, source))?;
+        }
         let room = file
             .metadata()
             .map_err(|source| io("stat", path, source))?
