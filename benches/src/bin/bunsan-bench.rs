@@ -149,6 +149,14 @@ struct Bench {
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
+    // Before minutes of small cells, not after them.
+    let large_bytes = args
+        .large_bytes
+        .unwrap_or(if args.quick { 256 << 20 } else { 1 << 30 });
+    if large_bytes > 0 && args.cluster.is_none() {
+        let dir = args.large_dir.clone().unwrap_or_else(std::env::temp_dir);
+        check_room(&dir, large_bytes)?;
+    }
     let budgets = if args.quick {
         Budgets {
             cell: Duration::from_secs(3),
@@ -265,9 +273,6 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         cluster.stop().await?;
     }
 
-    let large_bytes = args
-        .large_bytes
-        .unwrap_or(if args.quick { 256 << 20 } else { 1 << 30 });
     let mut large_note = String::new();
     if large_bytes > 0 {
         let (result, note) = match &args.cluster {
@@ -448,6 +453,26 @@ fn size_name(bytes: u64) -> String {
     }
 }
 
+/// Fails, saying why, unless `dir` has room for the large record's cluster: five nodes keep
+/// about 5.5 times the record on disk, and a disk that fills mid-run fails the cell with errors
+/// that do not name the cause.
+fn check_room(dir: &Path, bytes: u64) -> anyhow::Result<()> {
+    let stat = nix::sys::statvfs::statvfs(dir)
+        .with_context(|| format!("cannot read the free space of {}", dir.display()))?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let needed = bytes / 2 * 11;
+    anyhow::ensure!(
+        free >= needed,
+        "the {} record's cluster needs about {} MiB free in {}, and {} MiB are: free some \
+         space, pass --large-dir DIR elsewhere, or skip the cell with --large-bytes 0",
+        size_name(bytes),
+        needed >> 20,
+        dir.display(),
+        free >> 20
+    );
+    Ok(())
+}
+
 /// Runs the large record against a fresh cluster with its data under `dir` (the cluster of
 /// the small cells is stopped by then, so the two never compete).
 async fn large_cluster(
@@ -457,6 +482,7 @@ async fn large_cluster(
     dir: &Path,
     bytes: u64,
 ) -> anyhow::Result<large::LargeResult> {
+    check_room(dir, bytes)?;
     let dir = tempfile::Builder::new()
         .prefix("bunsan-bench-large-")
         .tempdir_in(dir)?;
