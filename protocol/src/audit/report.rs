@@ -143,7 +143,8 @@ pub enum Anomaly {
         /// The nodes that released.
         nodes: Vec<String>,
     },
-    /// A fanned-out request logged on some nodes but not on others that were logging then.
+    /// A fanned-out request logged on some nodes but not on others that were logging then (a
+    /// get that rebuilt its record is not: it asks only k nodes).
     Missing {
         /// The client operation.
         request_id: String,
@@ -153,12 +154,10 @@ pub enum Anomaly {
         key: String,
         /// The nodes that logged it.
         present_on: Vec<String>,
-        /// The nodes whose logs cover that time but do not have it.
+        /// The nodes whose logs cover that time but do not have it: a client that stopped
+        /// before its request reached them, or, if it recurs for one node, a node that answers
+        /// without logging.
         missing_on: Vec<String>,
-        /// Whether the request was a complete reconstruction elsewhere: then the likelier cause
-        /// is a client that stopped before its request reached the node; otherwise, or if it
-        /// recurs for one node, suspect that node of releasing without logging.
-        reconstructed: bool,
     },
     /// One request id used by more than one certificate (a replayed or forged id).
     SharedRequestId {
@@ -312,14 +311,16 @@ pub fn build(threshold: u8, logs: &[NodeEntries], filter: &ReportFilter) -> Repo
             .filter(|(node, (from, to))| !present.contains(*node) && *from <= time && time <= *to)
             .map(|(node, _)| (*node).to_owned())
             .collect();
-        if !missing.is_empty() {
+        // A get asks k nodes for shares (and only then others): a reconstruction absent from
+        // the other logs is the normal case. Puts, deletes and unfinished gets still reach, or
+        // should reach, every node.
+        if !missing.is_empty() && !reconstructed {
             report.anomalies.push(Anomaly::Missing {
                 request_id,
                 action: first.action.clone(),
                 key,
                 present_on: present.iter().map(|n| (*n).to_owned()).collect(),
                 missing_on: missing,
-                reconstructed,
             });
         }
     }
@@ -442,17 +443,11 @@ impl Report {
                     key,
                     present_on,
                     missing_on,
-                    reconstructed,
                 } => format!(
                     "missing entries: {action} {key} request {request_id} is logged on {} but not \
-                     on {}{}",
+                     on {}",
                     present_on.join(","),
                     missing_on.join(","),
-                    if *reconstructed {
-                        " (the record was rebuilt: the client may have stopped early)"
-                    } else {
-                        ""
-                    }
                 ),
                 Anomaly::SharedRequestId {
                     request_id,

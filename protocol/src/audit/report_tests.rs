@@ -133,6 +133,59 @@ fn reconstructions_are_attributed_and_anomalies_flagged() {
     assert!(text.contains("Reconstructions (>= 2 shares released under one request id): 2"));
 }
 
+/// A get asks only k nodes for shares: a reconstruction logged on k of n nodes is the normal
+/// case, not an anomaly, while a put missing on a node that was logging still is.
+#[test]
+fn a_get_from_k_nodes_is_not_missing_elsewhere_but_a_put_is() {
+    let mut logs = logs();
+    for (node, time) in [(0, 600), (1, 601)] {
+        let name = format!("node-{}", node + 1);
+        let mut entry = get(&name, 0, time, "erin", "rec/e", 6, Outcome::Released);
+        entry.seq = logs[node].entries.len() as u64;
+        logs[node].entries.push(entry);
+    }
+    for node in 0..2 {
+        let name = format!("node-{}", node + 1);
+        let mut put = get(&name, 0, 610, "collector", "rec/p", 7, Outcome::Stored);
+        put.action = "put".to_owned();
+        put.purpose = None;
+        put.seq = logs[node].entries.len() as u64;
+        logs[node].entries.push(put);
+    }
+    // Every node keeps logging past both requests.
+    for (node, log) in logs.iter_mut().enumerate() {
+        let mut health = get(
+            &format!("node-{}", node + 1),
+            0,
+            700,
+            "admin",
+            "rec/z",
+            9,
+            Outcome::Allowed,
+        );
+        health.action = "health".to_owned();
+        health.key = None;
+        health.request_id = None;
+        health.seq = log.entries.len() as u64;
+        log.entries.push(health);
+    }
+    let report = build(2, &logs, &ReportFilter::default());
+    assert!(report
+        .reconstructions
+        .iter()
+        .any(|r| r.who.subject == "erin" && r.nodes == ["node-1", "node-2"]));
+    let missing: Vec<&str> = report
+        .anomalies
+        .iter()
+        .filter_map(|a| match a {
+            Anomaly::Missing { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!missing.contains(&"rec/e"), "{:?}", report.anomalies);
+    assert!(missing.contains(&"rec/p"), "{:?}", report.anomalies);
+}
+
 #[test]
 fn filters_select_records_actors_and_times() {
     let logs = logs();
