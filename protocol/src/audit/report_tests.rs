@@ -144,13 +144,13 @@ fn a_get_from_k_nodes_is_not_missing_elsewhere_but_a_put_is() {
         entry.seq = logs[node].entries.len() as u64;
         logs[node].entries.push(entry);
     }
-    for node in 0..2 {
+    for (node, log) in logs.iter_mut().enumerate().take(2) {
         let name = format!("node-{}", node + 1);
         let mut put = get(&name, 0, 610, "collector", "rec/p", 7, Outcome::Stored);
         put.action = "put".to_owned();
         put.purpose = None;
-        put.seq = logs[node].entries.len() as u64;
-        logs[node].entries.push(put);
+        put.seq = log.entries.len() as u64;
+        log.entries.push(put);
     }
     // Every node keeps logging past both requests.
     for (node, log) in logs.iter_mut().enumerate() {
