@@ -52,6 +52,10 @@ pub struct ClientOptions {
     /// finds a bad or inconsistent share on a node whose share was not needed (reported in
     /// [`GetOutcome::bad_shares`]): for verification runs rather than everyday reads.
     pub read_all_shares: bool,
+    /// How long a get waits for its first k nodes before it also asks the others: a slow or
+    /// frozen node then costs a get this much, not `timeout`. The answers of the first nodes
+    /// still count when they come.
+    pub read_hedge: Duration,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +66,7 @@ impl Default for ClientOptions {
             straggler_grace: Duration::from_millis(500),
             read_grace: Duration::from_millis(100),
             read_all_shares: false,
+            read_hedge: Duration::from_millis(300),
         }
     }
 }
@@ -382,6 +387,17 @@ impl Client {
         requests: impl IntoIterator<Item = (usize, Request)>,
     ) -> mpsc::UnboundedReceiver<(usize, Result<Response, NodeFailure>)> {
         let (tx, rx) = mpsc::unbounded_channel();
+        self.fan_out_into(&tx, requests);
+        rx
+    }
+
+    /// Like [`Client::fan_out_to`], with each reply sent into `tx`: one channel for several
+    /// rounds of one operation.
+    fn fan_out_into(
+        &self,
+        tx: &mpsc::UnboundedSender<(usize, Result<Response, NodeFailure>)>,
+        requests: impl IntoIterator<Item = (usize, Request)>,
+    ) {
         for (position, request) in requests {
             // Encoded now and the request dropped, so a put holds each share once, as a frame.
             let frame = self.transport.encode(position, &request);
@@ -399,7 +415,6 @@ impl Client {
                 let _ = tx.send((position, reply));
             });
         }
-        rx
     }
 
     fn next_version(&self) -> Version {

@@ -15,6 +15,30 @@ use crate::read::{Decision, Gather};
 
 type Replies = mpsc::UnboundedReceiver<(usize, std::result::Result<Response, NodeFailure>)>;
 
+/// Where one round of a get stands.
+struct Round {
+    /// Replies the requests sent so far will bring (every request brings exactly one).
+    expected: usize,
+    /// Replies filed so far.
+    received: usize,
+    /// Whether the get may end on what it has once every reply is in (no node is left to ask).
+    settling: bool,
+    /// When to stop waiting and ask more nodes, if the round has not settled by then.
+    widen_at: Option<tokio::time::Instant>,
+}
+
+impl Round {
+    /// A round after which no node is left to ask for the newest version.
+    fn settling(expected: usize) -> Self {
+        Self {
+            expected,
+            received: 0,
+            settling: true,
+            widen_at: None,
+        }
+    }
+}
+
 impl Client {
     /// Rebuilds the record from k verified shares of the newest version a read quorum holds.
     ///
@@ -47,8 +71,9 @@ impl Client {
         let mut gather = Gather::new(key, &self.trust);
         let everyone = self.transport_len();
         if self.options.read_all_shares || k >= everyone {
-            let replies = self.fan_out(vec![request(None); everyone]);
-            if let Some(answer) = self.answer(&mut gather, replies, everyone, true).await {
+            let mut replies = self.fan_out(vec![request(None); everyone]);
+            let mut round = Round::settling(everyone);
+            if let Some(answer) = self.answer(&mut gather, &mut replies, &mut round).await {
                 return answer;
             }
         } else {
@@ -68,14 +93,22 @@ impl Client {
                 .iter()
                 .map(|&position| (position, request(None)))
                 .chain(probed.iter().map(|&position| (position, probe.clone())));
-            let replies = self.fan_out_to(first);
-            let asked = readers.len() + probed.len();
-            if let Some(answer) = self.answer(&mut gather, replies, asked, false).await {
+            // One channel for both rounds: answers of the first that come after the second
+            // started still count.
+            let (sender, mut replies) = mpsc::unbounded_channel();
+            self.fan_out_into(&sender, first);
+            let mut round = Round {
+                expected: readers.len() + probed.len(),
+                received: 0,
+                settling: false,
+                widen_at: Some(tokio::time::Instant::now() + self.options.read_hedge),
+            };
+            if let Some(answer) = self.answer(&mut gather, &mut replies, &mut round).await {
                 return answer;
             }
-            // Those k shares did not settle it (a node failed or is behind, a share is bad, a
-            // probed node holds something newer): ask every other node for its share, unless
-            // a read quorum already said the record does not exist.
+            // Those k shares did not settle it (a node failed, is slow or is behind, a share is
+            // bad, a probed node holds something newer): ask every other node for its share,
+            // unless a read quorum already said the record does not exist.
             let absent = gather.not_found >= read_quorum && !gather.found_any();
             let more: Vec<usize> = match absent {
                 true => Vec::new(),
@@ -88,12 +121,17 @@ impl Client {
                     })
                     .collect(),
             };
-            tracing::debug!(%key, nodes = more.len(),
+            tracing::debug!(%key, nodes = more.len(), answered = round.received,
                 "the first k shares do not answer the get; asking the other nodes");
-            let count = more.len();
-            let replies =
-                self.fan_out_to(more.into_iter().map(|position| (position, request(None))));
-            if let Some(answer) = self.answer(&mut gather, replies, count, true).await {
+            round.expected += more.len();
+            round.settling = true;
+            round.widen_at = None;
+            self.fan_out_into(
+                &sender,
+                more.into_iter().map(|position| (position, request(None))),
+            );
+            drop(sender);
+            if let Some(answer) = self.answer(&mut gather, &mut replies, &mut round).await {
                 return answer;
             }
         }
@@ -101,13 +139,13 @@ impl Client {
         while let Some((version, holders)) = gather.next_kept(k) {
             tracing::info!(%key, %version, nodes = holders.len(),
                 "the newest versions do not rebuild; reading a kept older version");
-            let count = holders.len();
-            let replies = self.fan_out_to(
+            let mut round = Round::settling(holders.len());
+            let mut replies = self.fan_out_to(
                 holders
                     .into_iter()
                     .map(|position| (position, request(Some(version)))),
             );
-            if let Some(answer) = self.answer(&mut gather, replies, count, true).await {
+            if let Some(answer) = self.answer(&mut gather, &mut replies, &mut round).await {
                 return answer;
             }
         }
@@ -122,26 +160,34 @@ impl Client {
         })
     }
 
-    /// Files the `expected` replies of one round into `gather` and answers once the decision
-    /// is final; `None` when the round ended without an answer. Only a `settling` round may
-    /// end the get on what it has: after the others, more nodes can still be asked.
+    /// Files the replies of `round` into `gather` and answers once the decision is final;
+    /// `None` when the round ended without an answer, or reached its `widen_at` first. Only a
+    /// settling round may end the get on what it has: after the others, more nodes can still
+    /// be asked.
     async fn answer(
         &self,
         gather: &mut Gather<'_>,
-        mut replies: Replies,
-        expected: usize,
-        settling: bool,
+        replies: &mut Replies,
+        round: &mut Round,
     ) -> Option<Result<GetOutcome>> {
         let k = self.manifest.scheme.threshold().as_usize();
         let read_quorum = self.manifest.read_quorum();
         let key = gather.key().clone();
-        let mut received = 0;
+        let settling = round.settling;
         loop {
-            let reply = replies.recv().await;
-            let last = reply.is_none();
+            let reply = match round.widen_at {
+                _ if round.received == round.expected => None,
+                Some(at) => match tokio::time::timeout_at(at, replies.recv()).await {
+                    Ok(reply) => reply,
+                    Err(_) => return None,
+                },
+                None => replies.recv().await,
+            };
+            let mut last = reply.is_none();
             if let Some((position, reply)) = reply {
-                received += 1;
+                round.received += 1;
                 self.absorb(gather, position, reply);
+                last = round.received == round.expected;
             }
             if gather.heard() >= read_quorum || last {
                 match gather.decide(k, last && settling) {
@@ -156,10 +202,10 @@ impl Client {
                             // lying or rotten node is reported even when its share was not
                             // needed; then check the unneeded shares for consistency too.
                             let grace = tokio::time::Instant::now() + self.options.read_grace;
-                            while received < expected {
+                            while round.received < round.expected {
                                 match tokio::time::timeout_at(grace, replies.recv()).await {
                                     Ok(Some((position, reply))) => {
-                                        received += 1;
+                                        round.received += 1;
                                         self.absorb(gather, position, reply)
                                     }
                                     _ => break,
@@ -176,7 +222,7 @@ impl Client {
                         }
                         // More shares may still come and make it rebuild (or name the bad
                         // ones); with every node of the round heard, it is final.
-                        Err(source) if settling && (last || received == expected) => {
+                        Err(source) if settling && last => {
                             return Some(Err(Error::Integrity {
                                 key,
                                 version: generation.0,
