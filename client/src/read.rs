@@ -116,8 +116,9 @@ pub(crate) struct Gather<'a> {
     versions: BTreeMap<Generation, Group>,
     tombstone: Option<Version>,
     tombstones_heard: usize,
-    /// What probed nodes said they hold (node id, version, tombstone), until their share
-    /// arrives: unsigned hints that hold back an older answer, never answers themselves.
+    /// What probed nodes said they hold (node id, version, a tombstone's included), until
+    /// their share arrives: unsigned hints that hold back an older answer, never answers
+    /// themselves.
     hints: Vec<(String, Version)>,
     /// Older versions nodes keep under their newest (node positions), and which were asked for.
     kept: BTreeMap<Version, Kept>,
@@ -408,7 +409,7 @@ impl<'a> Gather<'a> {
             + self.tombstones_heard
     }
 
-    /// Whether any verified share or tombstone arrived.
+    /// Whether any verified share or tombstone arrived, or a probe named a version.
     pub(crate) fn found_any(&self) -> bool {
         !self.versions.is_empty() || self.tombstones_heard > 0 || !self.hints.is_empty()
     }
@@ -431,8 +432,8 @@ impl<'a> Gather<'a> {
 
     /// What to answer now. Before every node has answered (`last == false`) only the newest
     /// version seen may be answered, and not while a probed node reports a newer one; at the
-    /// end, the newest version that has k shares. Either
-    /// way a verified tombstone newer than the answer wins: a deleted record never comes back,
+    /// end, the newest version that has k shares. Either way a verified tombstone newer than
+    /// the answer wins: a deleted record never comes back,
     /// and at the end a tombstone with no rebuildable version above it is the answer. At the
     /// end, an older version some nodes keep that could beat the answer defers it (`None`):
     /// ask for that version first. A version whose rebuild failed is offered again only once

@@ -500,3 +500,34 @@ async fn every_get_finds_the_newest_version_whichever_k_nodes_it_asks() {
 async fn a_probe_keeps_a_get_from_answering_an_older_version() {
     every_get_finds_the_newest_version(2, 3, &[1, 2]).await;
 }
+
+/// A frozen node among the k nodes a get asks first costs that get `read_hedge`, not its
+/// timeout: the get asks the others and answers while the call to the frozen node is still
+/// pending, so that node is not among the get's failures (it would be, had the get waited for
+/// the call to time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_does_not_wait_for_a_frozen_node_among_its_first_k() {
+    let cluster = start_cluster_with_quorum(NODE, 5, 3, None).await;
+    let k = key("hedge/record");
+    let record = pattern(3000, 31);
+    client(&cluster, "collector")
+        .put(&k, &record)
+        .await
+        .expect("put");
+    let reader = client_with_timeout(&cluster, "reader", Duration::from_secs(30));
+    reader.get(&k, &purpose()).await.expect("warm get");
+    let frozen = pid_of(&cluster, 2);
+    freeze(frozen).await;
+    // The frozen node never fails a call within the test, so it stays among the nodes asked
+    // first: in turns, three of these five gets ask it.
+    for turn in 0..5 {
+        let outcome = reader.get_versioned(&k, &purpose()).await.expect("get");
+        assert!(outcome.data.as_slice() == record.as_slice());
+        assert!(
+            outcome.failures.is_empty(),
+            "get {turn} waited for the frozen node: {:?}",
+            outcome.failures
+        );
+    }
+    kill(frozen, Signal::SIGCONT).expect("SIGCONT");
+}

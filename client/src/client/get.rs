@@ -21,6 +21,8 @@ struct Round {
     expected: usize,
     /// Replies filed so far.
     received: usize,
+    /// The node positions those replies came from.
+    answered: Vec<usize>,
     /// Whether the get may end on what it has once every reply is in (no node is left to ask).
     settling: bool,
     /// When to stop waiting and ask more nodes, if the round has not settled by then.
@@ -33,6 +35,7 @@ impl Round {
         Self {
             expected,
             received: 0,
+            answered: Vec::new(),
             settling: true,
             widen_at: None,
         }
@@ -100,6 +103,7 @@ impl Client {
             let mut round = Round {
                 expected: readers.len() + probed.len(),
                 received: 0,
+                answered: Vec::new(),
                 settling: false,
                 widen_at: Some(tokio::time::Instant::now() + self.options.read_hedge),
             };
@@ -112,11 +116,14 @@ impl Client {
             let absent = gather.not_found >= read_quorum && !gather.found_any();
             let more: Vec<usize> = match absent {
                 true => Vec::new(),
+                // A probed node is asked too unless it answered that it holds nothing (or
+                // failed): one still silent may hold the newest version.
                 false => others
                     .iter()
                     .copied()
                     .filter(|&position| {
                         !probed.contains(&position)
+                            || !round.answered.contains(&position)
                             || gather.hinted(&self.transport.node(position).id)
                     })
                     .collect(),
@@ -186,6 +193,7 @@ impl Client {
             let mut last = reply.is_none();
             if let Some((position, reply)) = reply {
                 round.received += 1;
+                round.answered.push(position);
                 self.absorb(gather, position, reply);
                 last = round.received == round.expected;
             }
@@ -206,6 +214,7 @@ impl Client {
                                 match tokio::time::timeout_at(grace, replies.recv()).await {
                                     Ok(Some((position, reply))) => {
                                         round.received += 1;
+                                        round.answered.push(position);
                                         self.absorb(gather, position, reply)
                                     }
                                     _ => break,
