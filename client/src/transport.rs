@@ -95,13 +95,30 @@ impl Transport {
         &self.links[position].node
     }
 
-    /// Every node position, the nodes whose last call answered first, each group in turn
-    /// from `turn` (mod n), so that successive gets spread their share reads over the nodes.
+    /// Every node position, the nodes whose last call answered (and whose connection the node
+    /// has not closed, as a stopping node does) first, each group in turn from `turn` (mod n),
+    /// so that successive gets spread their share reads over the nodes.
     pub(crate) fn by_preference(&self, turn: usize) -> Vec<usize> {
         let n = self.links.len();
         let mut positions: Vec<usize> = (0..n).map(|i| (turn + i) % n).collect();
-        positions.sort_by_key(|&p| !self.links[p].answering.load(Ordering::Relaxed));
+        positions.sort_by_key(|&p| {
+            let link = &self.links[p];
+            let closed = link.connection.try_lock().is_ok_and(|cached| {
+                cached
+                    .as_ref()
+                    .is_some_and(|connection| connection.close_reason().is_some())
+            });
+            closed || !link.answering.load(Ordering::Relaxed)
+        });
         positions
+    }
+
+    /// Notes that the node at `position` did not answer in time (a get widened past it): later
+    /// gets ask it last until one of its calls answers again.
+    pub(crate) fn suspect(&self, position: usize) {
+        self.links[position]
+            .answering
+            .store(false, Ordering::Relaxed);
     }
 
     /// Sends `request` to the node at `position` and waits for its one response, failing after

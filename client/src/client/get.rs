@@ -110,6 +110,13 @@ impl Client {
             if let Some(answer) = self.answer(&mut gather, &mut replies, &mut round).await {
                 return answer;
             }
+            // Nodes still silent at the hedge go last in the next gets, before their calls
+            // fail (a stopped node's connection attempt takes `connect_timeout` to give up).
+            for &position in readers.iter().chain(probed) {
+                if !round.answered.contains(&position) {
+                    self.transport.suspect(position);
+                }
+            }
             // Those k shares did not settle it (a node failed, is slow or is behind, a share is
             // bad, a probed node holds something newer): ask every other node for its share,
             // unless a read quorum already said the record does not exist.
