@@ -19,9 +19,7 @@ type Replies = mpsc::UnboundedReceiver<(usize, std::result::Result<Response, Nod
 struct Round {
     /// Replies the requests sent so far will bring (every request brings exactly one).
     expected: usize,
-    /// Replies filed so far.
-    received: usize,
-    /// The node positions those replies came from.
+    /// The node positions of the replies filed so far.
     answered: Vec<usize>,
     /// Whether the get may end on what it has once every reply is in (no node is left to ask).
     settling: bool,
@@ -34,7 +32,6 @@ impl Round {
     fn settling(expected: usize) -> Self {
         Self {
             expected,
-            received: 0,
             answered: Vec::new(),
             settling: true,
             widen_at: None,
@@ -102,7 +99,6 @@ impl Client {
             self.fan_out_into(&sender, first);
             let mut round = Round {
                 expected: readers.len() + probed.len(),
-                received: 0,
                 answered: Vec::new(),
                 settling: false,
                 widen_at: Some(tokio::time::Instant::now() + self.options.read_hedge),
@@ -135,7 +131,7 @@ impl Client {
                     })
                     .collect(),
             };
-            tracing::debug!(%key, nodes = more.len(), answered = round.received,
+            tracing::debug!(%key, nodes = more.len(), answered = round.answered.len(),
                 "the first k shares do not answer the get; asking the other nodes");
             round.expected += more.len();
             round.settling = true;
@@ -190,7 +186,7 @@ impl Client {
         let settling = round.settling;
         loop {
             let reply = match round.widen_at {
-                _ if round.received == round.expected => None,
+                _ if round.answered.len() == round.expected => None,
                 Some(at) => match tokio::time::timeout_at(at, replies.recv()).await {
                     Ok(reply) => reply,
                     Err(_) => return None,
@@ -199,10 +195,9 @@ impl Client {
             };
             let mut last = reply.is_none();
             if let Some((position, reply)) = reply {
-                round.received += 1;
                 round.answered.push(position);
                 self.absorb(gather, position, reply);
-                last = round.received == round.expected;
+                last = round.answered.len() == round.expected;
             }
             if gather.heard() >= read_quorum || last {
                 match gather.decide(k, last && settling) {
@@ -217,10 +212,9 @@ impl Client {
                             // lying or rotten node is reported even when its share was not
                             // needed; then check the unneeded shares for consistency too.
                             let grace = tokio::time::Instant::now() + self.options.read_grace;
-                            while round.received < round.expected {
+                            while round.answered.len() < round.expected {
                                 match tokio::time::timeout_at(grace, replies.recv()).await {
                                     Ok(Some((position, reply))) => {
-                                        round.received += 1;
                                         round.answered.push(position);
                                         self.absorb(gather, position, reply)
                                     }

@@ -11,6 +11,14 @@ fn payloads(from: u64, n: u64, len: usize) -> Vec<Vec<u8>> {
     (from..from + n).map(|seq| payload(seq, len)).collect()
 }
 
+/// A new journal in a new directory (kept alive by the returned guard).
+fn fresh() -> (tempfile::TempDir, PathBuf, Journal) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("entries.journal");
+    let journal = Journal::open(&path).expect("open");
+    (dir, path, journal)
+}
+
 fn fill(journal: &Journal, batches: u64, per_batch: u64, len: usize) -> Vec<Vec<u8>> {
     let mut all = Vec::new();
     for b in 0..batches {
@@ -23,9 +31,7 @@ fn fill(journal: &Journal, batches: u64, per_batch: u64, len: usize) -> Vec<Vec<
 
 #[test]
 fn entries_read_back_from_any_point_and_after_a_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("entries.journal");
-    let journal = Journal::open(&path).expect("open");
+    let (_dir, path, journal) = fresh();
     // Past several index slots and one growth of the file.
     let all = fill(&journal, 40, 50, 2100);
     assert_eq!(journal.count(), 2000);
@@ -46,8 +52,7 @@ fn entries_read_back_from_any_point_and_after_a_reopen() {
 
 #[test]
 fn appends_are_conditional_and_bounded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j")).expect("open");
+    let (_dir, _, journal) = fresh();
     journal.append(0, &payloads(0, 3, 10)).expect("append");
     for wrong in [0, 2, 4] {
         match journal.append(wrong, &payloads(wrong, 1, 10)) {
@@ -87,9 +92,7 @@ fn end_of(entries: &[Vec<u8>]) -> u64 {
 
 #[test]
 fn a_torn_last_batch_is_cut_off_and_the_log_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j");
-    let journal = Journal::open(&path).expect("open");
+    let (_dir, path, journal) = fresh();
     let all = fill(&journal, 3, 4, 100);
     drop(journal);
     let end = end_of(&all);
@@ -117,9 +120,7 @@ fn a_torn_last_batch_is_cut_off_and_the_log_goes_on() {
 
 #[test]
 fn damage_to_acknowledged_entries_refuses_to_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j");
-    let journal = Journal::open(&path).expect("open");
+    let (_dir, path, journal) = fresh();
     // More than one batch's worth of entries after the damaged one.
     let all = fill(&journal, 20, 100, PAYLOAD_MAX - 1);
     assert!(end_of(&all) > 2 * TORN_WINDOW);
@@ -147,9 +148,7 @@ proptest! {
         sizes in proptest::collection::vec(1usize..300, 1..20),
         tail in proptest::collection::vec(any::<u8>(), 0..600),
     ) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("j");
-        let journal = Journal::open(&path).expect("open");
+        let (_dir, path, journal) = fresh();
         let entries: Vec<Vec<u8>> =
             sizes.iter().enumerate().map(|(i, &len)| payload(i as u64, len)).collect();
         for (seq, entry) in entries.iter().enumerate() {
