@@ -28,9 +28,12 @@ use crate::read::BadShare;
 use crate::tls::Identity;
 use crate::transport::Transport;
 
+mod batch;
 mod commit;
 mod get;
 mod write;
+
+pub use batch::{BATCHES_IN_FLIGHT, BATCH_BYTES_MAX, BATCH_RECORD_MAX};
 
 /// Time limits of a client.
 #[derive(Debug, Clone)]
@@ -56,6 +59,10 @@ pub struct ClientOptions {
     /// frozen node then costs a get this much, not `timeout`. The answers of the first nodes
     /// still count when they come.
     pub read_hedge: Duration,
+    /// The most records of at most [`BATCH_RECORD_MAX`] bytes that concurrent puts send (and
+    /// sign) together; 1 sends every put on its own, with its own signature. Puts never wait
+    /// for a batch to fill: they batch only when they would otherwise queue.
+    pub put_batch_max: usize,
 }
 
 impl Default for ClientOptions {
@@ -67,6 +74,7 @@ impl Default for ClientOptions {
             read_grace: Duration::from_millis(100),
             read_all_shares: false,
             read_hedge: Duration::from_millis(300),
+            put_batch_max: 128,
         }
     }
 }
@@ -131,7 +139,9 @@ pub struct Client {
     /// The cluster CA, to verify the writer signature of every envelope read.
     trust: Trust,
     /// The key headers are signed with, or why this identity cannot sign.
-    signer: std::result::Result<Signer, String>,
+    signer: std::result::Result<Arc<Signer>, String>,
+    /// Small puts, batched (see [`batch`]).
+    batcher: batch::Batcher,
     /// Commits of acknowledged writes, sent in the background.
     commits: commit::Commits,
     /// Turns which nodes a get asks for shares first (see [`Transport::by_preference`]).
@@ -145,7 +155,8 @@ impl Client {
         Ok(Self {
             clock: std::sync::Mutex::new(HybridClock::new(identity.session_writer_id())),
             trust: identity.trust()?,
-            signer: identity.signer().map_err(|e| e.to_string()),
+            signer: identity.signer().map(Arc::new).map_err(|e| e.to_string()),
+            batcher: batch::Batcher::default(),
             manifest,
             transport: Arc::new(transport),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
@@ -176,6 +187,22 @@ impl Client {
         }
         let signer = self.signer()?;
         let version = self.next_version();
+        if data.len() <= BATCH_RECORD_MAX && self.options.put_batch_max > 1 {
+            let context = || {
+                Ok(batch::Context {
+                    transport: Arc::clone(&self.transport),
+                    manifest: self.manifest.clone(),
+                    signer: Arc::clone(signer),
+                    timeout: self.options.timeout,
+                    inflight: Arc::clone(&self.inflight),
+                    batch_max: self.options.put_batch_max,
+                })
+            };
+            let replies = self.batcher.submit(context, key, version, data).await?;
+            return self
+                .write_quorum(key, version, self.transport_len(), replies)
+                .await;
+        }
         let recipients = self.recipients().await;
         let envelopes = dealing::deal(
             data,
@@ -351,6 +378,7 @@ impl Client {
     pub async fn close(&self) {
         // Straggling calls of the last operation finish first (each within the timeout), so a
         // node is not left with half a request that it cannot log; then the queued commits.
+        self.batcher.finish(self.options.timeout).await;
         let _ = tokio::time::timeout(self.options.timeout, self.inflight.write()).await;
         self.commits.finish(self.options.timeout).await;
         self.transport.close().await;
@@ -471,6 +499,7 @@ fn response_kind(response: &Response) -> &'static str {
     match response {
         Response::Health(_) => "health",
         Response::Stored(_) => "stored",
+        Response::StoredBatch(_) => "stored-batch",
         Response::Share(_) | Response::ShareWithOlder { .. } => "share",
         Response::Committed { .. } => "committed",
         Response::NotFound => "not-found",

@@ -168,6 +168,10 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// The client's put batcher stopped (the runtime is shutting down) before this put was
+    /// dealt: nothing of it was sent.
+    #[error("the client's put batcher stopped before this put was sent")]
+    Closed,
     /// This identity's key cannot sign record headers (not a PKCS#8 ECDSA P-256 key).
     #[error("this identity cannot sign: {reason}")]
     CannotSign {

@@ -285,7 +285,7 @@ impl<'a> Gather<'a> {
                 // Readers verify the writer certificate at the version's time, so records
                 // stay readable after their writer's certificate expired.
                 self.trust
-                    .verify(&envelope.header, &envelope.signature, version_time(version))
+                    .verify_envelope(envelope, version_time(version))
                     .map_err(|e| BadShareReason::BadSignature(e.to_string()))?;
                 if let Some(seal) = &envelope.refresh {
                     // The refresher's certificate, at the time it signed the seal.

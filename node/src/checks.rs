@@ -20,7 +20,7 @@ use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::integrity::{CommitNonce, Trust};
 use bunsan_protocol::message::{ErrorCode, RemoteError};
 use bunsan_protocol::refresh::RefreshSeal;
-use bunsan_protocol::seal::{self, NodeKey, SealedNonce};
+use bunsan_protocol::seal::{self, NodeKey, Openers, SealedNonce};
 use bunsan_protocol::ShareIndex;
 use rustls_pki_types::UnixTime;
 
@@ -50,11 +50,14 @@ impl Checks {
     }
 
     /// Whether `envelope`, addressed to share `own` (already checked), may be stored at `now`.
+    /// `openers` keeps the key agreements made for the seals of one request, so that the
+    /// envelopes of one writer batch cost one.
     pub(crate) fn admit(
         &self,
         envelope: &ShareEnvelope,
         own: ShareIndex,
         now: UnixTime,
+        openers: &mut Openers,
     ) -> std::result::Result<(), RemoteError> {
         let header = &envelope.header;
         self.verify_signatures(envelope, now)?;
@@ -64,12 +67,10 @@ impl Checks {
         envelope
             .check_commitment()
             .map_err(|e| refusal(ErrorCode::BadCommitment, e.to_string()))?;
-        match envelope.sealed_nonce(own) {
-            Some(sealed) => {
-                let opened = self
-                    .key
-                    .open(sealed, &header.key, header.version, own)
-                    .map_err(|e| refusal(ErrorCode::BadCommitment, e.to_string()))?;
+        match self.key.open_envelope(envelope, own, openers) {
+            Some(opened) => {
+                let opened =
+                    opened.map_err(|e| refusal(ErrorCode::BadCommitment, e.to_string()))?;
                 // Constant-time comparison (`CommitNonce`'s equality).
                 if envelope.nonce.as_ref() != Some(&opened) {
                     return Err(refusal(
@@ -95,7 +96,7 @@ impl Checks {
         now: UnixTime,
     ) -> std::result::Result<(), RemoteError> {
         self.trust
-            .verify(&envelope.header, &envelope.signature, now)
+            .verify_envelope(envelope, now)
             .map_err(|e| refusal(ErrorCode::BadSignature, e.to_string()))?;
         if let Some(seal) = &envelope.refresh {
             self.verify_seal(envelope, seal, now)?;
@@ -124,9 +125,8 @@ impl Checks {
         envelope: &ShareEnvelope,
         own: ShareIndex,
     ) -> Option<CommitNonce> {
-        let sealed = envelope.sealed_nonce(own)?;
         self.key
-            .open(sealed, &envelope.header.key, envelope.header.version, own)
+            .open_envelope(envelope, own, &mut Openers::default())?
             .ok()
     }
 

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use bunsan_protocol::envelope::ShareEnvelope;
 use bunsan_protocol::message::{
     ErrorCode, NodeHealth, NodeStatus, PutOutcome, RemoteError, RepairOutcome, Request, Response,
-    COMMIT_BATCH_MAX, INVENTORY_LIMIT_MAX, LIST_LIMIT_MAX,
+    COMMIT_BATCH_MAX, INVENTORY_LIMIT_MAX, LIST_LIMIT_MAX, PUT_BATCH_MAX,
 };
 use bunsan_protocol::role::{Action, PeerIdentity};
 use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
@@ -31,6 +31,7 @@ use crate::peers::Peers;
 use crate::refresh::Refreshes;
 use crate::repair::Repairs;
 use crate::store::ShareStore;
+use bunsan_protocol::seal::Openers;
 
 /// The software version nodes report in health and status answers.
 pub const SOFTWARE: &str = concat!("bunsan-node ", env!("CARGO_PKG_VERSION"));
@@ -126,8 +127,86 @@ impl Handler {
             Span::current().record("key", key.as_str());
         }
         let event = AuditEvent::of_request(peer, &request);
-        let response = self.decide(peer, request).await;
-        self.audited(event, response).await
+        match request {
+            Request::PutBatch { envelopes, .. }
+                if peer.role.allows(Action::Put)
+                    && (1..=PUT_BATCH_MAX).contains(&envelopes.len()) =>
+            {
+                self.put_batch(event, envelopes).await
+            }
+            request => {
+                let response = self.decide(peer, request).await;
+                self.audited(event, response).await
+            }
+        }
+    }
+
+    /// A batch of puts: each envelope admitted and stored exactly as by a single put, the
+    /// stores run together so that they share flushes, and one audit entry per envelope
+    /// (action `put`, the batch's request id), all durable before the answer.
+    async fn put_batch(&self, event: AuditEvent, envelopes: Vec<ShareEnvelope>) -> Response {
+        let now = UnixTime::now();
+        // One key agreement per writer batch, not per envelope.
+        let mut openers = Openers::default();
+        let refusals: Vec<Option<Response>> = envelopes
+            .iter()
+            .map(|envelope| match envelope.header.tombstone {
+                true => Some(bad_request(
+                    "a put carries a share, not a tombstone; use delete",
+                )),
+                false => self.refusal(envelope, now, &mut openers),
+            })
+            .collect();
+        drop(openers);
+        let admitted: Vec<&ShareEnvelope> = envelopes
+            .iter()
+            .zip(&refusals)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(envelope, _)| envelope)
+            .collect();
+        let mut stored = self.store.put_many(&admitted).await.into_iter();
+        let answers: Vec<Response> = refusals
+            .into_iter()
+            .map(|refusal| match refusal {
+                Some(refusal) => refusal,
+                None => match stored.next() {
+                    Some(Ok(outcome)) => Response::Stored(outcome),
+                    Some(Err(e)) => failure(&e),
+                    None => refuse(ErrorCode::Unavailable, "the store lost a put's outcome"),
+                },
+            })
+            .collect();
+        let appends = envelopes.iter().zip(&answers).map(|(envelope, answer)| {
+            let mut entry = event.clone();
+            // Each record's entry reads as the put it is ([`Request::action`] of a put), so
+            // audit trails and reports need not know about batches.
+            entry.action = "put".to_owned();
+            entry.key = Some(envelope.header.key.clone());
+            entry.version = Some(envelope.header.version);
+            self.audit.append(entry.answered(answer))
+        });
+        for appended in futures_util::future::join_all(appends).await {
+            if let Err(e) = appended {
+                tracing::error!(error = %e, "audit append failed: the batch answer is withheld");
+                return refuse(
+                    ErrorCode::Unavailable,
+                    "audit log unavailable; nothing was released",
+                );
+            }
+        }
+        Response::StoredBatch(
+            answers
+                .into_iter()
+                .map(|answer| match answer {
+                    Response::Stored(outcome) => Ok(outcome),
+                    Response::Error(error) => Err(error),
+                    other => Err(RemoteError {
+                        code: ErrorCode::Unavailable,
+                        message: format!("unexpected answer {}", outcome(&other)),
+                    }),
+                })
+                .collect(),
+        )
     }
 
     /// Audits a request that could not be read (too large, truncated, undecodable) and returns
@@ -199,6 +278,13 @@ impl Handler {
                 }
                 self.store_envelope(&envelope).await
             }
+            Request::PutBatch { envelopes, .. } => refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "a put batch holds 1..={PUT_BATCH_MAX} envelopes, not {}",
+                    envelopes.len()
+                ),
+            ),
             Request::Delete { tombstone, .. } => {
                 if !tombstone.header.tombstone {
                     return bad_request("a delete carries a tombstone envelope, not a share");
@@ -338,18 +424,35 @@ impl Handler {
     }
 
     async fn store_envelope(&self, envelope: &ShareEnvelope) -> Response {
+        if let Some(refusal) = self.refusal(envelope, UnixTime::now(), &mut Openers::default()) {
+            return refusal;
+        }
+        match self.store.put(envelope).await {
+            Ok(outcome) => Response::Stored(outcome),
+            Err(e) => failure(&e),
+        }
+    }
+
+    /// Why `envelope` may not be stored at `now`, if it may not: addressed to another node, too
+    /// old for the tombstone retention, or failing its checks ([`Checks::admit`]).
+    fn refusal(
+        &self,
+        envelope: &ShareEnvelope,
+        now: UnixTime,
+        openers: &mut Openers,
+    ) -> Option<Response> {
         if envelope.index != self.index {
-            return refuse(
+            return Some(refuse(
                 ErrorCode::WrongNode,
                 format!(
                     "this is {} holding share index {}, but the envelope is for index {}",
                     self.node_id, self.index, envelope.index
                 ),
-            );
+            ));
         }
         if let Some(rule) = &self.compaction {
             if !rule.admits(envelope.header.version, SystemTime::now()) {
-                return refuse(
+                return Some(refuse(
                     ErrorCode::BadRequest,
                     format!(
                         "version {} is older than the tombstone retention ({} s): a write this \
@@ -357,18 +460,15 @@ impl Handler {
                         envelope.header.version,
                         rule.retention.as_secs()
                     ),
-                );
+                ));
             }
         }
-        // The node reads the clock here, not in the protocol core: certificates must be valid
-        // now for a write to be accepted.
-        if let Err(refusal) = self.checks.admit(envelope, self.index, UnixTime::now()) {
-            return Response::Error(refusal);
-        }
-        match self.store.put(envelope).await {
-            Ok(outcome) => Response::Stored(outcome),
-            Err(e) => failure(&e),
-        }
+        // The node reads the clock (its caller does), not the protocol core: certificates must
+        // be valid now for a write to be accepted.
+        self.checks
+            .admit(envelope, self.index, now, openers)
+            .err()
+            .map(Response::Error)
     }
 
     /// One page of the inventory. Reads the store in chunks until `limit` entries passed the
@@ -429,7 +529,7 @@ impl Handler {
 pub fn action(request: &Request) -> Action {
     match request {
         Request::Health => Action::Health,
-        Request::Put { .. } => Action::Put,
+        Request::Put { .. } | Request::PutBatch { .. } => Action::Put,
         // A version probe tells what a reader may read: the same right as the read itself.
         Request::Get { .. } | Request::Head { .. } => Action::Get,
         Request::Delete { .. } => Action::Delete,
@@ -450,6 +550,7 @@ pub fn action(request: &Request) -> Action {
 pub fn outcome(response: &Response) -> &'static str {
     match response {
         Response::Health(_) => "health",
+        Response::StoredBatch(_) => "stored-batch",
         Response::Stored(PutOutcome::Stored) => "stored",
         Response::Stored(PutOutcome::StoredKeepingOlder { .. }) => "stored-keeping-older",
         Response::Stored(PutOutcome::AlreadyStored) => "already-stored",
@@ -498,6 +599,7 @@ fn key(request: &Request) -> Option<&RecordKey> {
         Request::RefreshStage { plan, .. } | Request::RefreshDeal { plan, .. } => Some(&plan.key),
         Request::RefreshCommit { key, .. } | Request::RefreshAbort { key, .. } => Some(key),
         Request::Health
+        | Request::PutBatch { .. }
         | Request::List { .. }
         | Request::Status
         | Request::Inventory { .. }

@@ -220,6 +220,7 @@ async fn every_role_gets_exactly_its_actions() {
     let requests = [
         Request::Health,
         put(share("a/1", 1, 1, b"x")),
+        put_batch(batch_shares(&[("a/2", 2)], 1)),
         get("a/1", true),
         delete(tombstone("a/1", 9)),
         list(None, 10, true),
@@ -521,4 +522,119 @@ async fn a_share_rotten_on_disk_is_never_released() {
     store.insert_raw(b"a/1", &value);
     let answer = h.handle(&peer(Role::Reader), get("a/1", true)).await;
     assert_eq!(error_code(&answer), Some(ErrorCode::Corrupt), "{answer:?}");
+}
+
+/// Share `at` of each record of one batch dealt and signed by the collector.
+fn batch_shares(records: &[(&str, u64)], at: u8) -> Vec<ShareEnvelope> {
+    let signer = signer(&fixture().collector);
+    let keys: Vec<RecordKey> = records.iter().map(|(name, _)| key(name)).collect();
+    let batch: Vec<dealing::BatchRecord<'_>> = keys
+        .iter()
+        .zip(records)
+        .map(|(key, (_, clock))| dealing::BatchRecord {
+            key,
+            version: version(*clock),
+            record: b"batched record",
+        })
+        .collect();
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(77);
+    dealing::deal_batch(&batch, scheme(), &recipients(), &signer, &mut rng)
+        .expect("deal")
+        .into_iter()
+        .map(|mut envelopes| envelopes.swap_remove(usize::from(at) - 1))
+        .collect()
+}
+
+fn put_batch(envelopes: Vec<ShareEnvelope>) -> Request {
+    Request::PutBatch {
+        request_id: RequestId([5; 16]),
+        envelopes,
+    }
+}
+
+#[tokio::test]
+async fn a_put_batch_answers_each_envelope_as_a_put_would() {
+    let h = handler();
+    let collector = peer(Role::Collector);
+    // b/2 is already stored at a newer version; b/3 is altered after signing.
+    let newer = h.handle(&collector, put(share("b/2", 50, 1, b"x"))).await;
+    assert_eq!(newer, Response::Stored(PutOutcome::Stored));
+    let mut envelopes = batch_shares(&[("b/1", 10), ("b/2", 11), ("b/3", 12), ("b/4", 13)], 1);
+    envelopes[2].header.record_len += 1;
+    envelopes[2].payload.push(0);
+    let first = envelopes[0].clone();
+    let mut wrong_node = batch_shares(&[("b/5", 14)], 2);
+    envelopes.append(&mut wrong_node);
+    let Response::StoredBatch(outcomes) = h.handle(&collector, put_batch(envelopes)).await else {
+        panic!("not a batch answer");
+    };
+    assert_eq!(outcomes.len(), 5);
+    assert_eq!(outcomes[0], Ok(PutOutcome::Stored));
+    assert_eq!(
+        outcomes[1],
+        Ok(PutOutcome::Superseded {
+            current: version(50)
+        })
+    );
+    assert_eq!(
+        outcomes[2].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::BadSignature)
+    );
+    assert_eq!(outcomes[3], Ok(PutOutcome::Stored));
+    assert_eq!(
+        outcomes[4].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::WrongNode)
+    );
+    // What was stored reads back, signed as a batch; what was refused is not there.
+    let released = h.handle(&peer(Role::Reader), get("b/4", true)).await;
+    let Response::Share(envelope) = released else {
+        panic!("b/4 not released: {released:?}");
+    };
+    assert_eq!(envelope.format, bunsan_protocol::batch::BATCH_FORMAT);
+    assert_eq!(
+        h.handle(&peer(Role::Reader), get("b/3", true)).await,
+        Response::NotFound
+    );
+    // The same envelope again is idempotent; the same version signed in another batch is
+    // another dealing, so a conflict.
+    let again = h.handle(&collector, put_batch(vec![first])).await;
+    assert_eq!(
+        again,
+        Response::StoredBatch(vec![Ok(PutOutcome::AlreadyStored)])
+    );
+    let redealt = h
+        .handle(&collector, put_batch(batch_shares(&[("b/1", 10)], 1)))
+        .await;
+    let Response::StoredBatch(redealt) = redealt else {
+        panic!("not a batch answer");
+    };
+    assert_eq!(
+        redealt[0].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::Conflict)
+    );
+    // One audit entry per envelope, each a put of its record.
+    let entries = h.audit().size();
+    assert!(entries >= 8, "{entries} audit entries");
+}
+
+#[tokio::test]
+async fn a_put_batch_needs_the_put_role_and_a_size_within_limits() {
+    let h = handler();
+    let batch = put_batch(batch_shares(&[("c/1", 10)], 1));
+    for role in [Role::Reader, Role::Auditor, Role::Admin] {
+        let refused = h.handle(&peer(role), batch.clone()).await;
+        assert_eq!(error_code(&refused), Some(ErrorCode::Forbidden), "{role}");
+    }
+    let empty = h
+        .handle(&peer(Role::Collector), put_batch(Vec::new()))
+        .await;
+    assert_eq!(error_code(&empty), Some(ErrorCode::BadRequest));
+    let one = batch_shares(&[("c/2", 11)], 1).swap_remove(0);
+    let too_many = vec![one; bunsan_protocol::message::PUT_BATCH_MAX + 1];
+    let refused = h.handle(&peer(Role::Collector), put_batch(too_many)).await;
+    assert_eq!(error_code(&refused), Some(ErrorCode::BadRequest));
+    assert_eq!(
+        h.handle(&peer(Role::Reader), get("c/2", true)).await,
+        Response::NotFound
+    );
 }

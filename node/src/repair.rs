@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bunsan_protocol::audit::Outcome;
+use bunsan_protocol::batch::{BatchProof, BATCH_FORMAT};
 use bunsan_protocol::envelope::{RecordHeader, ShareEnvelope, ENVELOPE_FORMAT};
 use bunsan_protocol::integrity::WriterSignature;
 use bunsan_protocol::message::PutOutcome;
@@ -96,6 +97,7 @@ struct Candidate {
 struct Dealing {
     header: RecordHeader,
     signature: WriterSignature,
+    batch: Option<BatchProof>,
     refresh: Option<Box<RefreshSeal>>,
 }
 
@@ -230,6 +232,7 @@ impl Repairs {
         let ShareEnvelope {
             header,
             signature,
+            batch,
             refresh,
             payload,
             ..
@@ -272,6 +275,7 @@ impl Repairs {
                 header,
                 signature,
                 refresh,
+                batch,
                 data,
             },
         };
@@ -307,6 +311,7 @@ impl Repairs {
             header,
             signature,
             refresh,
+            batch,
             data,
         } = contribution;
         let epoch = refresh.as_ref().map_or(0, |seal| seal.epoch);
@@ -338,6 +343,7 @@ impl Repairs {
         let dealing = Dealing {
             header,
             signature,
+            batch,
             refresh,
         };
         tracing::info!(
@@ -444,9 +450,13 @@ impl Repairs {
             Err(e) => return refuse(ErrorCode::Unavailable, e.to_string()),
         };
         let mut envelope = ShareEnvelope {
-            format: ENVELOPE_FORMAT,
+            format: match dealing.batch {
+                Some(_) => BATCH_FORMAT,
+                None => ENVELOPE_FORMAT,
+            },
             header: dealing.header,
             signature: dealing.signature,
+            batch: dealing.batch,
             refresh: dealing.refresh,
             index: self.index,
             nonce: None,

@@ -293,7 +293,21 @@ async fn exchange(
             drop(body);
             *action = request.action();
             tracing::Span::current().record("action", request.action());
-            shared.handler.handle(peer, request).await
+            let response = shared.handler.handle(peer, request).await;
+            if let Response::StoredBatch(outcomes) = &response {
+                // Operators count puts whether or not they came batched: each envelope is
+                // counted as the put it is (the request itself is counted as `put-batch`).
+                for answer in outcomes {
+                    let answer = match answer {
+                        Ok(stored) => Response::Stored(*stored),
+                        Err(error) => Response::Error(error.clone()),
+                    };
+                    shared
+                        .metrics
+                        .count_request("put", peer.role, outcome(&answer));
+                }
+            }
+            response
         }
         Err(e) => {
             unreadable(refuse(

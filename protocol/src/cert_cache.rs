@@ -114,3 +114,66 @@ impl CertCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// Signatures remembered at most: enough for several batches in flight from several writers.
+/// Each entry is one 32-byte digest.
+pub(crate) const SIGNATURES_MAX: usize = 4096;
+
+/// Signature checks that passed, remembered by the digest of everything they depend on (the
+/// certificate, the message and the signature), so a batch signature shared by many envelopes,
+/// or the k envelopes of one record a reader checks, costs one ECDSA verification. An ECDSA
+/// verification is a pure function of those three inputs, so the answer is the same as
+/// checking again; failures are not remembered. When full, the oldest entry is forgotten.
+#[derive(Debug, Default)]
+pub(crate) struct SignatureCache {
+    inner: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    digests: std::collections::HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl SignatureCache {
+    /// The digest naming one check: each input length-prefixed, so no two different inputs
+    /// share an encoding.
+    pub(crate) fn digest(certificate: &[u8], message: &[u8], signature: &[u8]) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key("bunsan verified signature v1");
+        for part in [certificate, message, signature] {
+            hasher.update(&(part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Whether the check named by `digest` passed before.
+    pub(crate) fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.lock().digests.contains(digest)
+    }
+
+    /// Remembers a check that passed.
+    pub(crate) fn insert(&self, digest: [u8; 32]) {
+        let mut seen = self.lock();
+        if seen.digests.insert(digest) {
+            seen.order.push_back(digest);
+        }
+        while seen.order.len() > SIGNATURES_MAX {
+            if let Some(oldest) = seen.order.pop_front() {
+                seen.digests.remove(&oldest);
+            }
+        }
+    }
+
+    /// Forgets every check.
+    pub(crate) fn clear(&self) {
+        let mut seen = self.lock();
+        seen.digests.clear();
+        seen.order.clear();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Seen> {
+        // Consistent after every statement that changes it, as for `CertCache`.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -334,3 +334,94 @@ fn k_minus_one_shares_and_all_commitments_reveal_nothing_checkable() {
     let c: &Digest = third.header.commitment(third.index).expect("commitment");
     assert!(check_commitment(c, &guess, third.index, &third.payload).is_err());
 }
+
+fn batch_keys(count: usize) -> Vec<RecordKey> {
+    (0..count)
+        .map(|i| RecordKey::new(format!("clinic-1/patient-{i}/note")).expect("key"))
+        .collect()
+}
+
+#[test]
+fn a_dealt_batch_verifies_opens_and_comes_back_record_by_record() {
+    let pki = TestPki::new();
+    let signer = pki.signer(Role::Collector);
+    let (node_keys, recipients) = pki.nodes(5);
+    let scheme = Scheme::new(3, 5).expect("scheme");
+    let keys = batch_keys(6);
+    let records: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8; 10 + i * 7]).collect();
+    let batch: Vec<BatchRecord<'_>> = keys
+        .iter()
+        .zip(&records)
+        .enumerate()
+        .map(|(i, (key, record))| BatchRecord {
+            key,
+            version: version(&signer, 100 + i as u64),
+            record,
+        })
+        .collect();
+    let dealt = deal_batch(&batch, scheme, &recipients, &signer, &mut rng(4)).expect("deal");
+    let trust = pki.trust();
+    let now = rustls_pki_types::UnixTime::now();
+    for ((envelopes, record), entry) in dealt.iter().zip(&records).zip(&batch) {
+        assert_eq!(envelopes.len(), 5);
+        for (env, node) in envelopes.iter().zip(&node_keys) {
+            assert_eq!(env.format, crate::batch::BATCH_FORMAT);
+            assert_eq!(env.check_commitment(), Ok(()));
+            assert!(trust.verify_envelope(env, now).is_ok());
+            // Signed as part of a batch, not on its own.
+            assert!(trust.verify(&env.header, &env.signature, now).is_err());
+            let opened = node
+                .open_envelope(env, env.index, &mut crate::seal::Openers::default())
+                .expect("sealed")
+                .expect("opens");
+            assert_eq!(Some(&opened), env.nonce.as_ref());
+            let bytes = env.encode().expect("encode");
+            assert_eq!(ShareEnvelope::decode(&bytes).as_ref(), Ok(env));
+        }
+        assert_eq!(envelopes[0].header.key, *entry.key);
+        let back = reassemble(&envelopes[0].header, &shares_of(envelopes)[1..4]).expect("back");
+        assert_eq!(back.record.as_slice(), record.as_slice());
+    }
+    // One signature for the batch.
+    assert!(dealt
+        .iter()
+        .all(|envelopes| envelopes[0].signature == dealt[0][0].signature));
+    // A header moved under another record's proof, or altered, no longer verifies.
+    let mut swapped = dealt[1][0].clone();
+    swapped.batch = dealt[2][0].batch.clone();
+    assert!(trust.verify_envelope(&swapped, now).is_err());
+    let mut altered = dealt[1][0].clone();
+    altered.header.record_len += 1;
+    altered.payload.push(0);
+    assert!(matches!(
+        trust.verify_envelope(&altered, now),
+        Err(Error::BadSignature { .. })
+    ));
+}
+
+#[test]
+fn a_batch_refuses_a_repeated_version_and_an_empty_one() {
+    let pki = TestPki::new();
+    let signer = pki.signer(Role::Collector);
+    let (_, recipients) = pki.nodes(5);
+    let scheme = Scheme::new(3, 5).expect("scheme");
+    let key = key();
+    let v = version(&signer, 7);
+    let twice = [
+        BatchRecord {
+            key: &key,
+            version: v,
+            record: b"a",
+        },
+        BatchRecord {
+            key: &key,
+            version: v,
+            record: b"b",
+        },
+    ];
+    assert!(matches!(
+        deal_batch(&twice, scheme, &recipients, &signer, &mut rng(5)),
+        Err(Error::InvalidEnvelope { .. })
+    ));
+    assert!(deal_batch(&[], scheme, &recipients, &signer, &mut rng(5)).is_err());
+}

@@ -21,6 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{BatchProof, BATCH_FORMAT};
 use crate::error::{Error, Result};
 use crate::integrity::{CommitNonce, Digest, WriterSignature, SALT_BYTES};
 use crate::refresh::RefreshSeal;
@@ -89,15 +90,21 @@ impl RecordHeader {
 /// Deserializing always runs [`ShareEnvelope::validate`], so an envelope that came off the wire
 /// or the disk is known to be self-consistent (not yet authentic: that is
 /// [`crate::integrity::Trust::verify`] and [`ShareEnvelope::check_commitment`]).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "UncheckedEnvelope")]
+///
+/// The encoding is the fields in order, with `batch` present only in format
+/// [`BATCH_FORMAT`]: format-2 envelopes encode exactly as they always did.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ShareEnvelope {
-    /// Always [`ENVELOPE_FORMAT`] for envelopes this build writes.
+    /// [`ENVELOPE_FORMAT`] for a header signed on its own, [`BATCH_FORMAT`] for one signed
+    /// as part of a batch.
     pub format: u8,
     /// The facts shared by all envelopes of this version.
     pub header: RecordHeader,
-    /// The writer's signature over `header`, with the writer's certificate.
+    /// The writer's signature over `header` (format 2) or over its batch's root (format 3),
+    /// with the writer's certificate.
     pub signature: WriterSignature,
+    /// Format 3 only: where `header` sits in the batch the signature covers.
+    pub batch: Option<BatchProof>,
     /// After a refresh: the epoch and the commitments and sealed nonces of the refreshed
     /// shares, signed by the refresher. `None` as written (epoch 0).
     pub refresh: Option<Box<RefreshSeal>>,
@@ -109,37 +116,93 @@ pub struct ShareEnvelope {
     /// commits it anew).
     pub nonce: Option<CommitNonce>,
     /// The share's y bytes: [`RecordHeader::share_len`] long, empty for a tombstone.
-    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
-/// The wire shape of [`ShareEnvelope`] before its fields are checked against each other.
-#[derive(Deserialize)]
-struct UncheckedEnvelope {
-    format: u8,
-    header: RecordHeader,
-    signature: WriterSignature,
-    refresh: Option<Box<RefreshSeal>>,
-    index: ShareIndex,
-    nonce: Option<CommitNonce>,
-    #[serde(with = "serde_bytes")]
-    payload: Vec<u8>,
+/// The fields of a format-2 envelope, in encoding order.
+const FIELDS_FORMAT_2: usize = 7;
+
+impl Serialize for ShareEnvelope {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeTuple};
+        let batched = self.format == BATCH_FORMAT;
+        let mut fields = serializer.serialize_tuple(FIELDS_FORMAT_2 + usize::from(batched))?;
+        fields.serialize_element(&self.format)?;
+        fields.serialize_element(&self.header)?;
+        fields.serialize_element(&self.signature)?;
+        if batched {
+            let proof = self
+                .batch
+                .as_ref()
+                .ok_or_else(|| S::Error::custom("a format-3 envelope needs its batch proof"))?;
+            fields.serialize_element(proof)?;
+        }
+        fields.serialize_element(&self.refresh)?;
+        fields.serialize_element(&self.index)?;
+        fields.serialize_element(&self.nonce)?;
+        fields.serialize_element(serde_bytes::Bytes::new(&self.payload))?;
+        fields.end()
+    }
 }
 
-impl TryFrom<UncheckedEnvelope> for ShareEnvelope {
-    type Error = Error;
+impl<'de> Deserialize<'de> for ShareEnvelope {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_tuple(FIELDS_FORMAT_2 + 1, EnvelopeVisitor)
+    }
+}
 
-    fn try_from(raw: UncheckedEnvelope) -> Result<Self> {
-        let envelope = ShareEnvelope {
-            format: raw.format,
-            header: raw.header,
-            signature: raw.signature,
-            refresh: raw.refresh,
-            index: raw.index,
-            nonce: raw.nonce,
-            payload: raw.payload,
+/// Reads the format byte first, then the fields of that format; then validates.
+struct EnvelopeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
+    type Value = ShareEnvelope;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a share envelope")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<ShareEnvelope, A::Error> {
+        use serde::de::Error as _;
+        let missing = |field: &str| A::Error::custom(format!("share envelope without {field}"));
+        let format: u8 = seq.next_element()?.ok_or_else(|| missing("format"))?;
+        if format != ENVELOPE_FORMAT && format != BATCH_FORMAT {
+            // The fields of an unknown format cannot be read, so stop before them.
+            return Err(A::Error::custom(Error::UnsupportedFormat {
+                what: "share envelope",
+                found: format,
+                supported: BATCH_FORMAT,
+            }));
+        }
+        let header = seq.next_element()?.ok_or_else(|| missing("header"))?;
+        let signature = seq.next_element()?.ok_or_else(|| missing("signature"))?;
+        let batch = match format {
+            BATCH_FORMAT => Some(seq.next_element()?.ok_or_else(|| missing("batch proof"))?),
+            _ => None,
         };
-        envelope.validate()?;
+        let refresh = seq.next_element()?.ok_or_else(|| missing("refresh"))?;
+        let index = seq.next_element()?.ok_or_else(|| missing("index"))?;
+        let nonce = seq.next_element()?.ok_or_else(|| missing("nonce"))?;
+        let payload: serde_bytes::ByteBuf =
+            seq.next_element()?.ok_or_else(|| missing("payload"))?;
+        let envelope = ShareEnvelope {
+            format,
+            header,
+            signature,
+            batch,
+            refresh,
+            index,
+            nonce,
+            payload: payload.into_vec(),
+        };
+        envelope.validate().map_err(A::Error::custom)?;
         Ok(envelope)
     }
 }
@@ -171,6 +234,31 @@ impl ShareEnvelope {
             format: ENVELOPE_FORMAT,
             header,
             signature,
+            batch: None,
+            refresh: None,
+            index,
+            nonce: Some(nonce),
+            payload,
+        };
+        envelope.validate()?;
+        Ok(envelope)
+    }
+
+    /// A data envelope for share `index` of a record whose header the writer signed as part of
+    /// a batch (format [`BATCH_FORMAT`]), checked with [`ShareEnvelope::validate`].
+    pub fn batched(
+        header: RecordHeader,
+        signature: WriterSignature,
+        proof: BatchProof,
+        index: ShareIndex,
+        nonce: CommitNonce,
+        payload: Vec<u8>,
+    ) -> Result<Self> {
+        let envelope = Self {
+            format: BATCH_FORMAT,
+            header,
+            signature,
+            batch: Some(proof),
             refresh: None,
             index,
             nonce: Some(nonce),
@@ -190,6 +278,7 @@ impl ShareEnvelope {
             format: ENVELOPE_FORMAT,
             header,
             signature,
+            batch: None,
             refresh: None,
             index,
             nonce: None,
@@ -204,12 +293,34 @@ impl ShareEnvelope {
     /// commitments, n seal slots, an end-to-end check and a nonce; a tombstone has none of
     /// them and no payload.
     pub fn validate(&self) -> Result<()> {
-        if self.format != ENVELOPE_FORMAT {
-            return Err(Error::UnsupportedFormat {
-                what: "share envelope",
-                found: self.format,
-                supported: ENVELOPE_FORMAT,
-            });
+        match (self.format, &self.batch) {
+            (ENVELOPE_FORMAT, None) => {}
+            (BATCH_FORMAT, Some(proof)) if !self.header.tombstone => proof.validate()?,
+            (ENVELOPE_FORMAT | BATCH_FORMAT, _) => {
+                return Err(Error::InvalidEnvelope {
+                    reason: format!(
+                        "format {} {} a batch proof{}",
+                        self.format,
+                        if self.batch.is_some() {
+                            "with"
+                        } else {
+                            "without"
+                        },
+                        if self.header.tombstone {
+                            " (tombstones are signed one by one)"
+                        } else {
+                            ""
+                        }
+                    ),
+                })
+            }
+            _ => {
+                return Err(Error::UnsupportedFormat {
+                    what: "share envelope",
+                    found: self.format,
+                    supported: BATCH_FORMAT,
+                })
+            }
         }
         self.signature.validate()?;
         let h = &self.header;
@@ -329,7 +440,7 @@ impl ShareEnvelope {
     /// Encodes for storage: the format byte, then the postcard encoding of the envelope.
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.payload.len() + 128);
-        out.push(ENVELOPE_FORMAT);
+        out.push(self.format);
         postcard::to_io(self, &mut out).map_err(|e| Error::Encode {
             what: "share envelope",
             reason: e.to_string(),
@@ -343,11 +454,11 @@ impl ShareEnvelope {
             what: "share envelope",
             reason: "empty input".to_owned(),
         })?;
-        if format != ENVELOPE_FORMAT {
+        if format != ENVELOPE_FORMAT && format != BATCH_FORMAT {
             return Err(Error::UnsupportedFormat {
                 what: "share envelope",
                 found: format,
-                supported: ENVELOPE_FORMAT,
+                supported: BATCH_FORMAT,
             });
         }
         let (envelope, rest): (Self, _) =
@@ -357,6 +468,15 @@ impl ShareEnvelope {
             })?;
         if !rest.is_empty() {
             return Err(Error::TrailingBytes { extra: rest.len() });
+        }
+        if envelope.format != format {
+            return Err(Error::Decode {
+                what: "share envelope",
+                reason: format!(
+                    "stored as format {format} but encodes format {}",
+                    envelope.format
+                ),
+            });
         }
         Ok(envelope)
     }
@@ -404,6 +524,62 @@ mod tests {
         let env = sample(2, vec![1, 2, 3]);
         let bytes = env.encode().expect("encode");
         assert_eq!(ShareEnvelope::decode(&bytes), Ok(env));
+    }
+
+    /// The layout format-2 envelopes had when serde derived it: stored envelopes must still
+    /// read, and signatures over them still check.
+    #[derive(Serialize)]
+    struct Format2Layout<'a> {
+        format: u8,
+        header: &'a RecordHeader,
+        signature: &'a WriterSignature,
+        refresh: &'a Option<Box<RefreshSeal>>,
+        index: ShareIndex,
+        nonce: &'a Option<CommitNonce>,
+        #[serde(with = "serde_bytes")]
+        payload: &'a [u8],
+    }
+
+    #[test]
+    fn format_2_encodes_as_it_always_did() {
+        let env = sample(3, vec![5; 40]);
+        let old = Format2Layout {
+            format: env.format,
+            header: &env.header,
+            signature: &env.signature,
+            refresh: &env.refresh,
+            index: env.index,
+            nonce: &env.nonce,
+            payload: &env.payload,
+        };
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        assert_eq!(postcard::to_allocvec(&env).expect("encode"), bytes);
+        assert_eq!(postcard::from_bytes::<ShareEnvelope>(&bytes), Ok(env));
+    }
+
+    #[test]
+    fn format_3_carries_its_batch_proof_and_only_it_does() {
+        let proof = BatchProof {
+            position: 1,
+            size: 3,
+            path: vec![[9; 32], [8; 32]],
+        };
+        let mut env = sample(2, vec![1, 2]);
+        env.format = BATCH_FORMAT;
+        env.batch = Some(proof.clone());
+        let bytes = env.encode().expect("encode");
+        assert_eq!(ShareEnvelope::decode(&bytes).as_ref(), Ok(&env));
+        let mut without = env.clone();
+        without.batch = None;
+        assert!(without.validate().is_err());
+        assert!(without.encode().is_err());
+        let mut format_2_with = sample(2, vec![1, 2]);
+        format_2_with.batch = Some(proof);
+        assert!(format_2_with.validate().is_err());
+        // The stored format byte and the encoded one must agree.
+        let mut relabelled = bytes.clone();
+        relabelled[0] = ENVELOPE_FORMAT;
+        assert!(ShareEnvelope::decode(&relabelled).is_err());
     }
 
     #[test]

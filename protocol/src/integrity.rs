@@ -32,8 +32,9 @@ use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnch
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::cert_cache::{CertCache, Verified};
-use crate::envelope::RecordHeader;
+use crate::batch::{self, BatchProof};
+use crate::cert_cache::{CertCache, SignatureCache, Verified};
+use crate::envelope::{RecordHeader, ShareEnvelope};
 use crate::error::{Error, Result};
 use crate::role::{PeerIdentity, Role};
 use crate::types::{ShareIndex, WriterId};
@@ -307,6 +308,32 @@ impl Signer {
 }
 
 impl Signer {
+    /// Signs `headers` together (envelope format [`batch::BATCH_FORMAT`]): one signature over
+    /// their Merkle root, and each header's inclusion proof, in order.
+    pub fn sign_batch(
+        &self,
+        headers: &[RecordHeader],
+    ) -> Result<(WriterSignature, Vec<BatchProof>)> {
+        let (root, proofs) = batch::prove(headers)?;
+        let size = proofs.first().map_or(0, |proof| proof.size);
+        let signature = self
+            .key
+            .sign(
+                &aws_lc_rs::rand::SystemRandom::new(),
+                &batch::signed_message(size, &root),
+            )
+            .map_err(|_| Error::InvalidKey {
+                reason: "signing failed".to_owned(),
+            })?;
+        Ok((
+            WriterSignature {
+                certificate: self.certificate.clone(),
+                signature: signature.as_ref().to_vec(),
+            },
+            proofs,
+        ))
+    }
+
     /// Signs a refresh seal (see [`refresh_message`]); the signer must be an admin for nodes
     /// and readers to accept it.
     pub fn sign_refresh(
@@ -347,6 +374,7 @@ pub struct VerifiedWriter {
 pub struct Trust {
     anchors: Vec<TrustAnchor<'static>>,
     verified: Arc<CertCache>,
+    signatures: Arc<SignatureCache>,
 }
 
 impl Trust {
@@ -360,6 +388,7 @@ impl Trust {
         Ok(Self {
             anchors: vec![anchor.to_owned()],
             verified: Arc::default(),
+            signatures: Arc::default(),
         })
     }
 
@@ -367,6 +396,7 @@ impl Trust {
     /// writer is checked in full. A node calls it whenever its CRL is reloaded.
     pub fn forget_verified(&self) {
         self.verified.clear();
+        self.signatures.clear();
     }
 
     /// How many verified certificates are remembered (for tests and metrics).
@@ -431,6 +461,40 @@ impl Trust {
         signature: &WriterSignature,
         at: UnixTime,
     ) -> Result<VerifiedWriter> {
+        let message = signed_message(crate::envelope::ENVELOPE_FORMAT, header)?;
+        self.verify_message(header, signature, &message, at)
+    }
+
+    /// Verifies the writer's signature of `envelope` as [`Trust::verify`] does, in either
+    /// format: over the header itself (format 2), or over the root its batch proof leads to
+    /// from the header (format 3).
+    pub fn verify_envelope(
+        &self,
+        envelope: &ShareEnvelope,
+        at: UnixTime,
+    ) -> Result<VerifiedWriter> {
+        match &envelope.batch {
+            None => self.verify(&envelope.header, &envelope.signature, at),
+            Some(proof) => {
+                let root = proof
+                    .root(&envelope.header)
+                    .map_err(|e| Error::BadSignature {
+                        reason: format!("the batch proof does not check: {e}"),
+                    })?;
+                let message = batch::signed_message(proof.size, &root);
+                self.verify_message(&envelope.header, &envelope.signature, &message, at)
+            }
+        }
+    }
+
+    /// The checks of [`Trust::verify`] with the signed bytes `message` already built.
+    fn verify_message(
+        &self,
+        header: &RecordHeader,
+        signature: &WriterSignature,
+        message: &[u8],
+        at: UnixTime,
+    ) -> Result<VerifiedWriter> {
         signature.validate()?;
         let der = CertificateDer::from(signature.certificate.as_slice());
         let untrusted = |reason: String| Error::UntrustedWriter { reason };
@@ -460,15 +524,18 @@ impl Trust {
                 ),
             });
         }
-        let message = signed_message(crate::envelope::ENVELOPE_FORMAT, header)?;
-        leaf.verify_signature(
-            webpki::aws_lc_rs::ECDSA_P256_SHA256,
-            &message,
-            &signature.signature,
-        )
-        .map_err(|e| Error::BadSignature {
-            reason: format!("does not verify with the writer certificate: {e}"),
-        })?;
+        let checked = SignatureCache::digest(&signature.certificate, message, &signature.signature);
+        if !self.signatures.contains(&checked) {
+            leaf.verify_signature(
+                webpki::aws_lc_rs::ECDSA_P256_SHA256,
+                message,
+                &signature.signature,
+            )
+            .map_err(|e| Error::BadSignature {
+                reason: format!("does not verify with the writer certificate: {e}"),
+            })?;
+            self.signatures.insert(checked);
+        }
         Ok(VerifiedWriter {
             role: peer.role,
             name: peer.name,

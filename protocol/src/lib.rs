@@ -37,6 +37,7 @@
 // `unsafe` is denied crate-wide (workspace lint); only the SIMD kernel module allows it.
 
 pub mod audit;
+pub mod batch;
 mod cert_cache;
 pub mod checkpoint;
 pub mod chunk;

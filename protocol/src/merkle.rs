@@ -232,6 +232,19 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<()> {
+    if root_from_inclusion(leaf, index, size, proof)? != *root {
+        return Err(Error::ProofInvalid {
+            proof: "inclusion proof",
+            reason: "the proof does not lead to the root",
+        });
+    }
+    Ok(())
+}
+
+/// The root that `proof` leads to from `leaf` as leaf `index` of a tree of `size` leaves
+/// (RFC 9162 §2.1.3.2 without the final comparison): what a signature over a root must then
+/// cover. Fails if the proof's length does not fit the tree's shape.
+pub fn root_from_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash]) -> Result<Hash> {
     let fail = |reason| Error::ProofInvalid {
         proof: "inclusion proof",
         reason,
@@ -265,10 +278,7 @@ pub fn verify_inclusion(
     if s_n != 0 {
         return Err(fail("the proof is shorter than the tree is deep"));
     }
-    if r != *root {
-        return Err(fail("the proof does not lead to the root"));
-    }
-    Ok(())
+    Ok(r)
 }
 
 /// Checks that the tree of `old_size` leaves with root `old_root` is a prefix of the tree of

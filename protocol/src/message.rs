@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::wire::{AuditAnswer, AuditQuery};
+use crate::batch::BatchProof;
 use crate::envelope::{RecordHeader, ShareEnvelope};
 use crate::integrity::{Digest, WriterSignature};
 use crate::refresh::{RefreshPlan, RefreshSeal};
@@ -22,6 +23,10 @@ pub const LIST_LIMIT_MAX: u32 = 10_000;
 
 /// The most (key, version) pairs one [`Request::Commit`] carries.
 pub const COMMIT_BATCH_MAX: usize = 1024;
+
+/// The most envelopes one [`Request::PutBatch`] carries. The frame limit
+/// ([`crate::frame::FRAME_MAX_BYTES`]) bounds their bytes as well.
+pub const PUT_BATCH_MAX: usize = 1024;
 
 /// The most entries one inventory response carries. Smaller than a listing: a node reads and
 /// checks every value it reports (a scrub), and the page must fit in one request timeout.
@@ -168,6 +173,16 @@ pub enum Request {
         /// Which record.
         key: RecordKey,
     },
+    /// Store this node's shares of several records, each exactly as a [`Request::Put`] would
+    /// (collector): answered by [`Response::StoredBatch`] with one outcome per envelope, in
+    /// order, once all of them are durable. Writers batch small records written together
+    /// (at most [`PUT_BATCH_MAX`]), typically signed as one batch (envelope format 3).
+    PutBatch {
+        /// The same on every node for one batch.
+        request_id: RequestId,
+        /// The shares; every index must be the node's index.
+        envelopes: Vec<ShareEnvelope>,
+    },
 }
 
 impl Request {
@@ -190,6 +205,7 @@ impl Request {
             Request::RefreshAbort { .. } => "refresh-abort",
             Request::Audit { query, .. } => query.name(),
             Request::Head { .. } => "head",
+            Request::PutBatch { .. } => "put-batch",
         }
     }
 }
@@ -208,6 +224,8 @@ pub struct Contribution {
     pub signature: WriterSignature,
     /// The refresh seal in force, if the version was refreshed.
     pub refresh: Option<Box<RefreshSeal>>,
+    /// The header's batch proof, if the writer signed it as part of a batch (format 3).
+    pub batch: Option<BatchProof>,
     /// μ_from · y_from with the helper's pair masks XORed in: uniformly random on its own.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
@@ -295,6 +313,9 @@ pub enum Response {
     /// included), as a node-reported hint: it is not signed, and a reader fetches and checks
     /// the share before trusting it. A node holding nothing answers [`Response::NotFound`].
     Head(ListEntry),
+    /// Answer to [`Request::PutBatch`]: the outcome of each envelope, in order, each durable
+    /// before it is sent; a refused envelope does not stop the others.
+    StoredBatch(Vec<Result<PutOutcome, RemoteError>>),
 }
 
 /// An older version a node keeps under its highest one (see [`Response::ShareWithOlder`]).

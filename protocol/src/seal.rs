@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
+use crate::batch::BATCH_FORMAT;
+use crate::envelope::ShareEnvelope;
 use crate::error::{Error, Result};
 use crate::integrity::{CommitNonce, NONCE_BYTES};
 use crate::types::{RecordKey, ShareIndex, Version};
@@ -152,6 +154,94 @@ pub fn seal<R: RngCore + CryptoRng + ?Sized>(
     })
 }
 
+/// Domain separation of the per-batch derivation (envelope format 3).
+const BATCH_DOMAIN: &[u8] = b"bunsan sealed commitment nonce batch v1\0";
+
+/// How many key agreements [`Openers`] keeps: one per writer batch being opened at once.
+const OPENERS_MAX: usize = 16;
+
+/// One key agreement with one node, shared by every nonce a batch (envelope format 3) seals
+/// to it: the ECDH then costs one scalar multiplication per node per batch instead of one per
+/// record.
+///
+/// ```text
+/// e, E = e·G fresh per batch and node;  prk = HKDF-Extract(salt = BATCH_DOMAIN, ECDH(e, P))
+/// key_r = HKDF-Expand(prk, info = E ‖ P ‖ AAD_r)        (AAD_r as for a single seal)
+/// sealed_r = E ‖ AES-256-GCM(key_r, nonce = 0^12, aad = AAD_r, nonce_j of record r)
+/// ```
+///
+/// Each AEAD key is bound to one (record key, version, share index), so the all-zero AEAD
+/// nonce stays single-use as long as no (key, version) repeats within a batch, which
+/// [`crate::dealing::deal_batch`] refuses. The ephemeral scalar is dropped with the sealer.
+pub struct BatchSealer {
+    ephemeral: Vec<u8>,
+    recipient: Vec<u8>,
+    prk: hkdf::Prk,
+}
+
+impl BatchSealer {
+    /// A fresh ephemeral key agreed with `recipient`.
+    pub fn new<R: RngCore + CryptoRng + ?Sized>(
+        recipient: &RecipientKey,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let fail = |reason: &str| Error::InvalidKey {
+            reason: format!("cannot seal to a node: {reason}"),
+        };
+        let private = ephemeral_key(rng).ok_or_else(|| fail("no valid ephemeral scalar"))?;
+        let ephemeral = private
+            .compute_public_key()
+            .map_err(|_| fail("cannot derive the ephemeral point"))?
+            .as_ref()
+            .to_vec();
+        let prk =
+            batch_prk(&private, &recipient.point).ok_or_else(|| fail("key agreement failed"))?;
+        Ok(Self {
+            ephemeral,
+            recipient: recipient.point.clone(),
+            prk,
+        })
+    }
+
+    /// Seals `nonce` for share `index` of (`key`, `version`).
+    pub fn seal(
+        &self,
+        key: &RecordKey,
+        version: Version,
+        index: ShareIndex,
+        nonce: &CommitNonce,
+    ) -> Result<SealedNonce> {
+        let aad = aad(key, version, index);
+        let aead =
+            batch_key(&self.prk, &self.ephemeral, &self.recipient, &aad).ok_or(Error::Seal {
+                index: index.get(),
+                reason: "key derivation failed".to_owned(),
+            })?;
+        let mut in_out = nonce.as_bytes().to_vec();
+        aead.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(aad),
+            &mut in_out,
+        )
+        .map_err(|_| Error::Seal {
+            index: index.get(),
+            reason: "encryption failed".to_owned(),
+        })?;
+        Ok(SealedNonce {
+            ephemeral: self.ephemeral.clone(),
+            ciphertext: in_out,
+        })
+    }
+}
+
+/// The key agreements a node made while opening the seals of one request, by ephemeral point,
+/// so the envelopes of one writer batch cost one ECDH. Keep one per request and drop it after:
+/// it holds derived key material (at most a few agreements).
+#[derive(Default)]
+pub struct Openers {
+    agreed: Vec<(Vec<u8>, hkdf::Prk)>,
+}
+
 /// A node's private key, able to open the nonces sealed to it. No `Debug`; aws-lc-rs wipes
 /// the key material when it is dropped.
 pub struct NodeKey {
@@ -218,6 +308,108 @@ impl NodeKey {
         bytes.copy_from_slice(plain);
         Ok(CommitNonce::from_bytes(bytes))
     }
+}
+
+impl NodeKey {
+    /// Opens the nonce in force for share `index` of `envelope` with this node's key, by the
+    /// construction its format uses: per batch ([`BatchSealer`]) for the writer's seals of a
+    /// format-3 envelope, one ephemeral key per seal otherwise (a refresh seals one by one).
+    /// `None` if the envelope holds no seal for `index`.
+    pub fn open_envelope(
+        &self,
+        envelope: &ShareEnvelope,
+        index: ShareIndex,
+        openers: &mut Openers,
+    ) -> Option<Result<CommitNonce>> {
+        let sealed = envelope.sealed_nonce(index)?;
+        let (key, version) = (&envelope.header.key, envelope.header.version);
+        Some(
+            if envelope.format == BATCH_FORMAT && envelope.refresh.is_none() {
+                self.open_batched(sealed, key, version, index, openers)
+            } else {
+                self.open(sealed, key, version, index)
+            },
+        )
+    }
+
+    /// Opens a nonce sealed by a [`BatchSealer`], reusing an agreement with the same
+    /// ephemeral point from `openers`.
+    pub fn open_batched(
+        &self,
+        sealed: &SealedNonce,
+        key: &RecordKey,
+        version: Version,
+        index: ShareIndex,
+        openers: &mut Openers,
+    ) -> Result<CommitNonce> {
+        let fail = |reason: &str| Error::Seal {
+            index: index.get(),
+            reason: reason.to_owned(),
+        };
+        let position = match openers
+            .agreed
+            .iter()
+            .position(|(point, _)| *point == sealed.ephemeral)
+        {
+            Some(position) => position,
+            None => {
+                let prk = batch_prk(&self.private, &sealed.ephemeral)
+                    .ok_or_else(|| fail("key agreement failed"))?;
+                if openers.agreed.len() == OPENERS_MAX {
+                    openers.agreed.remove(0);
+                }
+                openers.agreed.push((sealed.ephemeral.clone(), prk));
+                openers.agreed.len() - 1
+            }
+        };
+        let aad = aad(key, version, index);
+        let aead = batch_key(
+            &openers.agreed[position].1,
+            &sealed.ephemeral,
+            &self.point,
+            &aad,
+        )
+        .ok_or_else(|| fail("key derivation failed"))?;
+        open_with(&aead, &sealed.ciphertext, aad)
+            .ok_or_else(|| fail("does not open with this node's key for this share"))
+    }
+}
+
+/// AES-256-GCM opening of a sealed nonce under `aead` with the all-zero nonce.
+fn open_with(aead: &LessSafeKey, ciphertext: &[u8], aad: Vec<u8>) -> Option<CommitNonce> {
+    let mut in_out = Zeroizing::new(ciphertext.to_vec());
+    let plain = aead
+        .open_in_place(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(aad),
+            &mut in_out,
+        )
+        .ok()?;
+    let bytes: [u8; NONCE_BYTES] = plain.try_into().ok()?;
+    Some(CommitNonce::from_bytes(bytes))
+}
+
+/// ECDH between `private` and `peer`, extracted to the per-batch pseudorandom key.
+fn batch_prk(private: &PrivateKey, peer: &[u8]) -> Option<hkdf::Prk> {
+    agreement::agree(
+        private,
+        UnparsedPublicKey::new(&ECDH_P256, peer),
+        (),
+        |shared| Ok(hkdf::Salt::new(hkdf::HKDF_SHA256, BATCH_DOMAIN).extract(shared)),
+    )
+    .ok()
+}
+
+/// The AES-256-GCM key of one record's seal in a batch: bound to both points and the AAD.
+fn batch_key(
+    prk: &hkdf::Prk,
+    ephemeral: &[u8],
+    recipient: &[u8],
+    aad: &[u8],
+) -> Option<LessSafeKey> {
+    let info = [ephemeral, recipient, aad];
+    let okm = prk.expand(&info, &AES_256_GCM).ok()?;
+    Some(LessSafeKey::new(UnboundKey::from(okm)))
 }
 
 /// Draws a P-256 scalar from `rng`, retrying the rare out-of-range draw.
@@ -312,6 +504,66 @@ mod tests {
         let mut altered = sealed.clone();
         altered.ciphertext[0] ^= 1;
         assert!(node.open(&altered, &key, version, index).is_err());
+    }
+
+    #[test]
+    fn a_batch_seal_opens_only_for_its_recipient_and_share() {
+        let (node, key, version, index) = fixture();
+        let (other, ..) = fixture();
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(2);
+        let sealer = BatchSealer::new(&node.recipient(), &mut rng).expect("sealer");
+        let later = Version {
+            clock_micros: 10,
+            ..version
+        };
+        let (first, second) = (CommitNonce::random(&mut rng), CommitNonce::random(&mut rng));
+        let sealed_first = sealer.seal(&key, version, index, &first).expect("seal");
+        let sealed_second = sealer.seal(&key, later, index, &second).expect("seal");
+        assert_eq!(sealed_first.ephemeral, sealed_second.ephemeral);
+        let mut openers = Openers::default();
+        let open = |sealed, version, index, openers: &mut Openers| {
+            node.open_batched(sealed, &key, version, index, openers)
+        };
+        assert_eq!(
+            open(&sealed_first, version, index, &mut openers).expect("open"),
+            first
+        );
+        assert_eq!(
+            open(&sealed_second, later, index, &mut openers).expect("open"),
+            second
+        );
+        assert_eq!(openers.agreed.len(), 1, "one agreement serves the batch");
+        // Swapped between records, moved to another share, opened singly or by another key:
+        assert!(open(&sealed_first, later, index, &mut openers).is_err());
+        let elsewhere = ShareIndex::new(4).expect("index");
+        assert!(open(&sealed_first, version, elsewhere, &mut openers).is_err());
+        assert!(node.open(&sealed_first, &key, version, index).is_err());
+        assert!(other
+            .open_batched(&sealed_first, &key, version, index, &mut Openers::default())
+            .is_err());
+        let mut altered = sealed_first.clone();
+        altered.ciphertext[3] ^= 1;
+        assert!(open(&altered, version, index, &mut openers).is_err());
+    }
+
+    #[test]
+    fn openers_stay_bounded() {
+        let (node, key, version, index) = fixture();
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(3);
+        let mut openers = Openers::default();
+        for _ in 0..OPENERS_MAX + 3 {
+            let nonce = CommitNonce::random(&mut rng);
+            let sealed = BatchSealer::new(&node.recipient(), &mut rng)
+                .expect("sealer")
+                .seal(&key, version, index, &nonce)
+                .expect("seal");
+            assert_eq!(
+                node.open_batched(&sealed, &key, version, index, &mut openers)
+                    .expect("open"),
+                nonce
+            );
+        }
+        assert_eq!(openers.agreed.len(), OPENERS_MAX);
     }
 
     #[test]

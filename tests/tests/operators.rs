@@ -104,8 +104,9 @@ async fn metrics_count_requests_and_status_shows_every_node() {
         count(r#"bunsan_requests_total{action="get",role="collector",outcome="forbidden"}"#),
         1.0
     );
+    // One at a time, each put travelled as a batch of one: timed as a `put-batch` request.
     assert_eq!(
-        count(r#"bunsan_request_duration_seconds_count{action="put"}"#),
+        count(r#"bunsan_request_duration_seconds_count{action="put-batch"}"#),
         4.0
     );
     assert_eq!(count("bunsan_records"), 4.0);

@@ -9,11 +9,16 @@ use bunsan_protocol::message::{PutOutcome, Request, Response};
 use bunsan_protocol::seal::RecipientKey;
 use bunsan_protocol::{RecordKey, Version};
 
+use bunsan_protocol::manifest::Manifest;
+use tokio::sync::mpsc;
+
+use super::batch::Reply;
 use super::{unexpected, Client, PutReceipt};
 use crate::error::{Error, NodeFailure, Result};
+use crate::transport::Transport;
 
 impl Client {
-    pub(super) fn signer(&self) -> Result<&Signer> {
+    pub(super) fn signer(&self) -> Result<&Arc<Signer>> {
         self.signer.as_ref().map_err(|reason| Error::CannotSign {
             reason: reason.clone(),
         })
@@ -41,35 +46,10 @@ impl Client {
     /// Each node's public key from the certificate its (verified) TLS handshake presented, in
     /// share order; `None` where the node cannot be reached now.
     pub(super) async fn recipients(&self) -> Vec<Option<RecipientKey>> {
-        let mut recipients = vec![None; usize::from(self.manifest.scheme.shares())];
-        let mut lookups = tokio::task::JoinSet::new();
-        for position in 0..self.transport_len() {
-            let transport = Arc::clone(&self.transport);
-            lookups.spawn(async move { (position, transport.peer_certificate(position).await) });
-        }
-        while let Some(done) = lookups.join_next().await {
-            let Ok((position, certificate)) = done else {
-                continue;
-            };
-            let node = self.transport.node(position);
-            let key = certificate.and_then(|der| {
-                RecipientKey::from_certificate(&der).map_err(|e| NodeFailure {
-                    node: node.id.clone(),
-                    reason: e.to_string(),
-                    code: None,
-                })
-            });
-            match (key, recipients.get_mut(usize::from(node.index.get()) - 1)) {
-                (Ok(key), Some(slot)) => *slot = Some(key),
-                (Err(failure), _) => tracing::warn!(node = %failure.node,
-                    reason = %failure.reason,
-                    "cannot seal this node's nonce: repair of its share will need its own copy"),
-                (Ok(_), None) => {}
-            }
-        }
-        recipients
+        recipients(&self.transport, &self.manifest).await
     }
 
+    /// Sends `requests[i]` to node i and waits for the write quorum.
     pub(super) async fn write(
         &self,
         key: &RecordKey,
@@ -77,8 +57,21 @@ impl Client {
         requests: Vec<Request>,
     ) -> Result<PutReceipt> {
         let total = requests.len();
+        self.write_quorum(key, version, total, self.fan_out(requests))
+            .await
+    }
+
+    /// Counts the `total` nodes' `replies` to a put or delete of `version` of `key` until W
+    /// acknowledged (then waits `straggler_grace` for the others) or the quorum is out of
+    /// reach.
+    pub(super) async fn write_quorum(
+        &self,
+        key: &RecordKey,
+        version: Version,
+        total: usize,
+        mut replies: mpsc::UnboundedReceiver<Reply>,
+    ) -> Result<PutReceipt> {
         let needed = usize::from(self.manifest.write_quorum);
-        let mut replies = self.fan_out(requests);
         let mut acked = Vec::new();
         // Nodes that keep older versions under this one until told it is complete.
         let mut keeping = Vec::new();
@@ -156,4 +149,40 @@ impl Client {
             failures,
         })
     }
+}
+
+/// Each node's public key from the certificate its (verified) TLS handshake presented (a
+/// cached connection's, or a new one's within `connect_timeout`), in share order; `None`
+/// where the node cannot be reached now.
+pub(super) async fn recipients(
+    transport: &Arc<Transport>,
+    manifest: &Manifest,
+) -> Vec<Option<RecipientKey>> {
+    let mut recipients = vec![None; usize::from(manifest.scheme.shares())];
+    let mut lookups = tokio::task::JoinSet::new();
+    for position in 0..manifest.nodes.len() {
+        let transport = Arc::clone(transport);
+        lookups.spawn(async move { (position, transport.peer_certificate(position).await) });
+    }
+    while let Some(done) = lookups.join_next().await {
+        let Ok((position, certificate)) = done else {
+            continue;
+        };
+        let node = transport.node(position);
+        let key = certificate.and_then(|der| {
+            RecipientKey::from_certificate(&der).map_err(|e| NodeFailure {
+                node: node.id.clone(),
+                reason: e.to_string(),
+                code: None,
+            })
+        });
+        match (key, recipients.get_mut(usize::from(node.index.get()) - 1)) {
+            (Ok(key), Some(slot)) => *slot = Some(key),
+            (Err(failure), _) => tracing::warn!(node = %failure.node,
+                reason = %failure.reason,
+                "cannot seal this node's nonce: repair of its share will need its own copy"),
+            (Ok(_), None) => {}
+        }
+    }
+    recipients
 }

@@ -80,6 +80,7 @@ impl AuditEvent {
                 event.request_id = Some(*request_id);
             }
             Request::List { request_id, .. }
+            | Request::PutBatch { request_id, .. }
             | Request::Audit { request_id, .. }
             | Request::Inventory { request_id, .. } => {
                 event.request_id = Some(*request_id);

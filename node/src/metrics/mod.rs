@@ -167,6 +167,17 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts one answer of `action` without a duration: each record of a batched request.
+    pub fn count_request(&self, action: &'static str, role: Role, outcome: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                action,
+                role: role.as_str(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// Marks a connection as open until the returned guard is dropped.
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.connections_open.inc();

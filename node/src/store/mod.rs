@@ -58,6 +58,13 @@ pub trait ShareStore: Send + Sync + 'static {
     /// replaces the stored share, so its payload is no longer readable through the store.
     async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome>;
 
+    /// [`ShareStore::put`] of each of `envelopes`, with one outcome each, in order; returns
+    /// once every outcome is durable. The default runs the puts concurrently; a store can do
+    /// better by sharing one hand-off and one flush among them.
+    async fn put_many(&self, envelopes: &[&ShareEnvelope]) -> Vec<Result<PutOutcome>> {
+        futures_util::future::join_all(envelopes.iter().map(|envelope| self.put(envelope))).await
+    }
+
     /// The stored envelope for `key` (possibly a tombstone), decoded and checked; damaged bytes
     /// give [`Error::Corrupt`](crate::Error::Corrupt), never a panic.
     async fn get(&self, key: &RecordKey) -> Result<Option<ShareEnvelope>>;

@@ -145,57 +145,22 @@ impl SledStore {
         envelope: &ShareEnvelope,
         decide: codec::DecideFn,
     ) -> Result<PutOutcome> {
-        let value = IVec::from(codec::encode(envelope)?);
-        let head = Head::of(envelope);
-        let epoch = envelope.epoch();
-        let key = envelope.header.key.clone();
-        let (shares, older, counters, locks) = (
-            self.shares.clone(),
-            self.older.clone(),
-            self.counters.clone(),
-            self.locks.clone(),
-        );
-        let outcome = blocking(move || {
-            let key = key.as_bytes();
-            let _guard = locks.lock(key);
-            let current = shares.get(key)?;
-            let (replaced, keep_replaced) = match decide(
-                &envelope_key(key)?,
-                current.as_deref(),
-                &head,
-                epoch,
-                &value,
-            )? {
-                Decision::Keep(outcome) => return Ok(outcome),
-                Decision::Write {
-                    replaced,
-                    keep_replaced,
-                } => (replaced, keep_replaced),
-            };
-            let kept_now = older.get(key)?;
-            let mut items = retained::read(key, kept_now.as_deref(), replaced.as_ref())?;
-            if let (true, Some(old), Some(current)) = (keep_replaced, replaced, current) {
-                items.push((old, current.to_vec()));
-            }
-            let items = retained::normalize(items, Some(&head));
-            if head.tombstone {
-                shares.insert(key, value)?;
-                write_kept(&older, key, &items, kept_now.is_some())?;
-            } else {
-                write_kept(&older, key, &items, kept_now.is_some())?;
-                shares.insert(key, value)?;
-            }
-            counters.replace(replaced.as_ref(), &head);
-            Ok(match items.len() as u32 {
-                0 => PutOutcome::Stored,
-                retained => PutOutcome::StoredKeepingOlder { retained },
-            })
-        })
-        .await?;
+        let write = Write::of(envelope)?;
+        let trees = self.trees();
+        let outcome = blocking(move || write.apply(&trees, decide)).await?;
         // Every outcome waits, not only writes: AlreadyStored and Superseded report a value
         // another put may have written but not yet flushed.
         self.commit.durable().await?;
         Ok(outcome)
+    }
+
+    fn trees(&self) -> Trees {
+        Trees {
+            shares: self.shares.clone(),
+            older: self.older.clone(),
+            counters: self.counters.clone(),
+            locks: self.locks.clone(),
+        }
     }
 
     /// The head of `key` (if any) and the kept versions under it.
@@ -204,6 +169,84 @@ impl SledStore {
             return Ok(None);
         };
         kept_under(older, key, value).map(Some)
+    }
+}
+
+/// One failure of a shared step (hand-off, flush) as each put's error.
+fn shared(error: &Error) -> Error {
+    Error::StorageTask {
+        reason: error.to_string(),
+    }
+}
+
+/// What a put needs of the store, to move into a blocking closure.
+struct Trees {
+    shares: Tree,
+    older: Tree,
+    counters: Arc<Counters>,
+    locks: Arc<KeyLocks>,
+}
+
+/// One put, encoded and ready to apply.
+struct Write {
+    value: IVec,
+    head: Head,
+    epoch: u32,
+    key: RecordKey,
+}
+
+impl Write {
+    fn of(envelope: &ShareEnvelope) -> Result<Self> {
+        Ok(Self {
+            value: IVec::from(codec::encode(envelope)?),
+            head: Head::of(envelope),
+            epoch: envelope.epoch(),
+            key: envelope.header.key.clone(),
+        })
+    }
+
+    /// Applies the put under the key's lock (not yet durable).
+    fn apply(self, trees: &Trees, decide: codec::DecideFn) -> Result<PutOutcome> {
+        let Write {
+            value,
+            head,
+            epoch,
+            key,
+        } = self;
+        let key = key.as_bytes();
+        let _guard = trees.locks.lock(key);
+        let current = trees.shares.get(key)?;
+        let (replaced, keep_replaced) = match decide(
+            &envelope_key(key)?,
+            current.as_deref(),
+            &head,
+            epoch,
+            &value,
+        )? {
+            Decision::Keep(outcome) => return Ok(outcome),
+            Decision::Write {
+                replaced,
+                keep_replaced,
+            } => (replaced, keep_replaced),
+        };
+        let kept_now = trees.older.get(key)?;
+        let mut items = retained::read(key, kept_now.as_deref(), replaced.as_ref())?;
+        if let (true, Some(old), Some(current)) = (keep_replaced, replaced, current) {
+            items.push((old, current.to_vec()));
+        }
+        let items = retained::normalize(items, Some(&head));
+        if head.tombstone {
+            trees.shares.insert(key, value)?;
+            write_kept(&trees.older, key, &items, kept_now.is_some())?;
+        } else {
+            write_kept(&trees.older, key, &items, kept_now.is_some())?;
+            trees.shares.insert(key, value)?;
+        }
+        trees.counters.replace(replaced.as_ref(), &head);
+        Ok(match items.len() as u32 {
+            0 => PutOutcome::Stored,
+            retained => PutOutcome::StoredKeepingOlder { retained },
+        })
     }
 }
 
@@ -318,6 +361,32 @@ pub(crate) async fn blocking<T: Send + 'static>(
 impl ShareStore for SledStore {
     async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome> {
         self.put_with(envelope, codec::decide).await
+    }
+
+    async fn put_many(&self, envelopes: &[&ShareEnvelope]) -> Vec<Result<PutOutcome>> {
+        // One hand-off to the blocking pool and one flush for the lot: per put, both cost more
+        // than a small put's sled work.
+        let writes: Vec<Result<Write>> = envelopes.iter().map(|e| Write::of(e)).collect();
+        let trees = self.trees();
+        let applied = blocking(move || {
+            Ok(writes
+                .into_iter()
+                .map(|write| write.and_then(|write| write.apply(&trees, codec::decide)))
+                .collect::<Vec<_>>())
+        })
+        .await;
+        let mut outcomes = match applied {
+            Ok(outcomes) => outcomes,
+            Err(e) => return envelopes.iter().map(|_| Err(shared(&e))).collect(),
+        };
+        if let Err(e) = self.commit.durable().await {
+            for outcome in &mut outcomes {
+                if outcome.is_ok() {
+                    *outcome = Err(shared(&e));
+                }
+            }
+        }
+        outcomes
     }
 
     async fn get(&self, key: &RecordKey) -> Result<Option<ShareEnvelope>> {
