@@ -34,7 +34,10 @@ pub mod tls;
 mod transport;
 
 pub use chunked::{ChunkOptions, Chunked};
-pub use client::{Client, ClientOptions, GetOutcome, ListedRecord, PutReceipt};
+pub use client::{
+    Client, ClientOptions, GetOutcome, ListedRecord, PutReceipt, BATCHES_IN_FLIGHT,
+    BATCH_BYTES_MAX, BATCH_RECORD_MAX,
+};
 pub use error::{Error, NodeFailure, Result};
 pub use read::{BadShare, BadShareReason};
 pub use tls::Identity;

@@ -311,14 +311,12 @@ impl Handler {
                 if commits.len() > COMMIT_BATCH_MAX {
                     return bad_request("a commit batch is larger than COMMIT_BATCH_MAX");
                 }
-                let mut dropped = 0;
-                for (key, version) in &commits {
-                    match self.store.commit(key, *version).await {
-                        Ok(n) => dropped += n,
-                        Err(e) => return failure(&e),
-                    }
+                match self.store.commit_many(&commits).await {
+                    Ok(dropped) => Response::Committed {
+                        dropped: u32::try_from(dropped).unwrap_or(u32::MAX),
+                    },
+                    Err(e) => failure(&e),
                 }
-                Response::Committed { dropped }
             }
             Request::List {
                 prefix,

@@ -287,3 +287,59 @@ fn split(
         other => Err(super::unexpected(node.to_owned(), "put-batch", &other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bunsan_protocol::message::{ErrorCode, PutOutcome, RemoteError};
+
+    fn refusal(code: ErrorCode) -> RemoteError {
+        RemoteError {
+            code,
+            message: "no".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_batch_answer_becomes_one_reply_per_record() {
+        let answer = Response::StoredBatch(vec![
+            Ok(PutOutcome::Stored),
+            Err(refusal(ErrorCode::BadSignature)),
+            Ok(PutOutcome::AlreadyStored),
+        ]);
+        let replies = split("node-1", Ok(answer), 3).expect("three replies");
+        assert_eq!(
+            replies,
+            vec![
+                Ok(Response::Stored(PutOutcome::Stored)),
+                Ok(Response::Error(refusal(ErrorCode::BadSignature))),
+                Ok(Response::Stored(PutOutcome::AlreadyStored)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_or_misshapen_batch_answers_every_record_alike() {
+        let refused = split(
+            "node-1",
+            Ok(Response::Error(refusal(ErrorCode::Forbidden))),
+            2,
+        )
+        .expect("replies");
+        assert_eq!(
+            refused,
+            vec![Ok(Response::Error(refusal(ErrorCode::Forbidden))); 2]
+        );
+        let short = split("node-2", Ok(Response::StoredBatch(vec![])), 2).expect_err("failure");
+        assert_eq!(short.node, "node-2");
+        assert!(short.reason.contains("0 outcomes"), "{}", short.reason);
+        let other = split("node-3", Ok(Response::NotFound), 1).expect_err("failure");
+        assert_eq!(other.node, "node-3");
+        let failed = NodeFailure {
+            node: "node-4".to_owned(),
+            reason: "timed out".to_owned(),
+            code: None,
+        };
+        assert_eq!(split("node-4", Err(failed.clone()), 3), Err(failed));
+    }
+}

@@ -72,6 +72,7 @@ pub async fn run_all<H: Harness>(make: impl Fn() -> H) {
     repair_puts_replace_damage(&make()).await;
     inventory_reports_damage_per_entry(&make()).await;
     staged_shares_survive_and_belong_to_one_refresh(&make()).await;
+    batches_answer_each_put_and_commit_as_one_would(&make()).await;
 }
 
 fn key(name: &str) -> RecordKey {
@@ -684,4 +685,60 @@ pub async fn staged_shares_survive_and_belong_to_one_refresh(h: &impl Harness) {
     assert!(store.unstage(&key("k"), one).await.expect("own refresh"));
     assert_eq!(store.staged(&key("k")).await.expect("staged"), None);
     assert!(!store.unstage(&key("k"), one).await.expect("idempotent"));
+}
+
+/// `put_many` answers each envelope as `put` would, in order, and `commit_many` drops what
+/// each `commit` would.
+pub async fn batches_answer_each_put_and_commit_as_one_would(h: &impl Harness) {
+    let store = h.open().await;
+    assert_eq!(
+        put(&*store, &share("b", 5, b"five")).await,
+        PutOutcome::Stored
+    );
+    let batch = [
+        share("a", 1, b"new"),
+        share("b", 4, b"older"),
+        share("b", 5, b"five"),
+        share("b", 5, b"other"),
+        share("c", 2, b"c-two"),
+        share("c", 3, b"c-three"),
+    ];
+    let outcomes = store.put_many(&batch.iter().collect::<Vec<_>>()).await;
+    assert_eq!(outcomes.len(), batch.len());
+    assert_eq!(outcomes[0].as_ref().ok(), Some(&PutOutcome::Stored));
+    assert_eq!(
+        outcomes[1].as_ref().ok(),
+        Some(&PutOutcome::Superseded {
+            current: version(5)
+        })
+    );
+    assert_eq!(outcomes[2].as_ref().ok(), Some(&PutOutcome::AlreadyStored));
+    assert!(
+        matches!(outcomes[3], Err(crate::Error::Conflict { .. })),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(outcomes[4].as_ref().ok(), Some(&PutOutcome::Stored));
+    assert_eq!(
+        outcomes[5].as_ref().ok(),
+        Some(&PutOutcome::StoredKeepingOlder { retained: 1 })
+    );
+    assert_eq!(get(&*store, "a").await, Some(share("a", 1, b"new")));
+    assert_eq!(get(&*store, "c").await, Some(share("c", 3, b"c-three")));
+    let dropped = store
+        .commit_many(&[
+            (key("c"), version(3)),
+            (key("a"), version(1)),
+            (key("z"), version(9)),
+        ])
+        .await
+        .expect("commit");
+    assert_eq!(dropped, 1, "c kept version 2 until its commit");
+    assert_eq!(
+        store
+            .get_version(&key("c"), version(2))
+            .await
+            .expect("get version"),
+        None
+    );
 }

@@ -59,10 +59,43 @@ pub trait ShareStore: Send + Sync + 'static {
     async fn put(&self, envelope: &ShareEnvelope) -> Result<PutOutcome>;
 
     /// [`ShareStore::put`] of each of `envelopes`, with one outcome each, in order; returns
-    /// once every outcome is durable. The default runs the puts concurrently; a store can do
-    /// better by sharing one hand-off and one flush among them.
+    /// once every outcome is durable. Envelopes of one key are put in the order given, so the
+    /// outcomes are those of putting them one by one. The default runs different keys
+    /// concurrently; a store can do better by sharing one hand-off and one flush among them.
     async fn put_many(&self, envelopes: &[&ShareEnvelope]) -> Vec<Result<PutOutcome>> {
-        futures_util::future::join_all(envelopes.iter().map(|envelope| self.put(envelope))).await
+        let mut by_key: std::collections::BTreeMap<&RecordKey, Vec<usize>> = Default::default();
+        for (position, envelope) in envelopes.iter().enumerate() {
+            by_key
+                .entry(&envelope.header.key)
+                .or_default()
+                .push(position);
+        }
+        let keys = by_key.into_values().map(|positions| async move {
+            let mut outcomes = Vec::with_capacity(positions.len());
+            for position in positions {
+                outcomes.push((position, self.put(envelopes[position]).await));
+            }
+            outcomes
+        });
+        let mut outcomes: Vec<Option<Result<PutOutcome>>> =
+            envelopes.iter().map(|_| None).collect();
+        for (position, outcome) in futures_util::future::join_all(keys)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            outcomes[position] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    Err(crate::Error::StorageTask {
+                        reason: "a put of the batch was not run".to_owned(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// The stored envelope for `key` (possibly a tombstone), decoded and checked; damaged bytes
@@ -94,6 +127,17 @@ pub trait ShareStore: Send + Sync + 'static {
     /// below it are dropped. Returns how many. Need not be durable when it returns: a lost
     /// commit only keeps more, and the next commit of the key catches up.
     async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32>;
+
+    /// [`ShareStore::commit`] of each (key, version) of `commits`, in order; returns how many
+    /// kept versions were dropped in all. Stops at the first failure. The default commits one
+    /// by one; a store can share one hand-off among them.
+    async fn commit_many(&self, commits: &[(RecordKey, Version)]) -> Result<u64> {
+        let mut dropped = 0;
+        for (key, version) in commits {
+            dropped += u64::from(self.commit(key, *version).await?);
+        }
+        Ok(dropped)
+    }
 
     /// Up to `limit` entries whose keys start with `prefix` and sort after `start_after`, in
     /// key (byte) order, tombstones included.

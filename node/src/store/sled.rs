@@ -172,6 +172,21 @@ impl SledStore {
     }
 }
 
+/// [`ShareStore::commit`] on the calling thread.
+fn commit_blocking(trees: &Trees, key: &RecordKey, version: Version) -> Result<u32> {
+    let key = key.as_bytes();
+    let _guard = trees.locks.lock(key);
+    let Some((_, top, mut items)) = SledStore::held_blocking(&trees.shares, &trees.older, key)?
+    else {
+        return Ok(0);
+    };
+    let dropped = retained::commit(&mut items, Some(&top), version);
+    if dropped > 0 {
+        write_kept(&trees.older, key, &items, true)?;
+    }
+    Ok(dropped)
+}
+
 /// One failure of a shared step (hand-off, flush) as each put's error.
 fn shared(error: &Error) -> Error {
     Error::StorageTask {
@@ -487,23 +502,19 @@ impl ShareStore for SledStore {
     }
 
     async fn commit(&self, key: &RecordKey, version: Version) -> Result<u32> {
-        let (shares, older, locks, key) = (
-            self.shares.clone(),
-            self.older.clone(),
-            self.locks.clone(),
-            key.clone(),
-        );
+        let trees = self.trees();
+        let key = key.clone();
+        blocking(move || commit_blocking(&trees, &key, version)).await
+    }
+
+    async fn commit_many(&self, commits: &[(RecordKey, Version)]) -> Result<u64> {
+        // One hand-off for the batch: a commit's sled work is smaller than the hand-off.
+        let trees = self.trees();
+        let commits = commits.to_vec();
         blocking(move || {
-            let key = key.as_bytes();
-            let _guard = locks.lock(key);
-            let Some((_, top, mut items)) = Self::held_blocking(&shares, &older, key)? else {
-                return Ok(0);
-            };
-            let dropped = retained::commit(&mut items, Some(&top), version);
-            if dropped > 0 {
-                write_kept(&older, key, &items, true)?;
-            }
-            Ok(dropped)
+            commits.iter().try_fold(0u64, |dropped, (key, version)| {
+                Ok(dropped + u64::from(commit_blocking(&trees, key, *version)?))
+            })
         })
         .await
     }
