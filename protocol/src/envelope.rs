@@ -662,6 +662,26 @@ mod tests {
         }
 
         #[test]
+        fn a_damaged_format_3_envelope_never_panics(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        ) {
+            let mut env = sample(2, vec![3; 20]);
+            env.format = BATCH_FORMAT;
+            env.batch = Some(BatchProof { position: 2, size: 5, path: vec![[4; 32]; 3] });
+            let mut bytes = env.encode().expect("encode");
+            for (at, value) in flips {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            if let Ok(decoded) = ShareEnvelope::decode(&bytes) {
+                prop_assert!(decoded.validate().is_ok());
+                if let Some(proof) = &decoded.batch {
+                    let _ = proof.root(&decoded.header);
+                }
+            }
+        }
+
+        #[test]
         fn round_trip_any_payload(record in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let env = sample(4, record);
             let bytes = env.encode().expect("encode");
