@@ -18,6 +18,7 @@ use bunsan_protocol::message::{
     COMMIT_BATCH_MAX, INVENTORY_LIMIT_MAX, LIST_LIMIT_MAX, PUT_BATCH_MAX,
 };
 use bunsan_protocol::role::{Action, PeerIdentity};
+use bunsan_protocol::seal::Openers;
 use bunsan_protocol::types::RECORD_KEY_MAX_BYTES;
 use bunsan_protocol::{RecordKey, ShareIndex, Version};
 use rustls_pki_types::UnixTime;
@@ -31,7 +32,6 @@ use crate::peers::Peers;
 use crate::refresh::Refreshes;
 use crate::repair::Repairs;
 use crate::store::ShareStore;
-use bunsan_protocol::seal::Openers;
 
 /// The software version nodes report in health and status answers.
 pub const SOFTWARE: &str = concat!("bunsan-node ", env!("CARGO_PKG_VERSION"));
@@ -139,74 +139,6 @@ impl Handler {
                 self.audited(event, response).await
             }
         }
-    }
-
-    /// A batch of puts: each envelope admitted and stored exactly as by a single put, the
-    /// stores run together so that they share flushes, and one audit entry per envelope
-    /// (action `put`, the batch's request id), all durable before the answer.
-    async fn put_batch(&self, event: AuditEvent, envelopes: Vec<ShareEnvelope>) -> Response {
-        let now = UnixTime::now();
-        // One key agreement per writer batch, not per envelope.
-        let mut openers = Openers::default();
-        let refusals: Vec<Option<Response>> = envelopes
-            .iter()
-            .map(|envelope| match envelope.header.tombstone {
-                true => Some(bad_request(
-                    "a put carries a share, not a tombstone; use delete",
-                )),
-                false => self.refusal(envelope, now, &mut openers),
-            })
-            .collect();
-        drop(openers);
-        let admitted: Vec<&ShareEnvelope> = envelopes
-            .iter()
-            .zip(&refusals)
-            .filter(|(_, refusal)| refusal.is_none())
-            .map(|(envelope, _)| envelope)
-            .collect();
-        let mut stored = self.store.put_many(&admitted).await.into_iter();
-        let answers: Vec<Response> = refusals
-            .into_iter()
-            .map(|refusal| match refusal {
-                Some(refusal) => refusal,
-                None => match stored.next() {
-                    Some(Ok(outcome)) => Response::Stored(outcome),
-                    Some(Err(e)) => failure(&e),
-                    None => refuse(ErrorCode::Unavailable, "the store lost a put's outcome"),
-                },
-            })
-            .collect();
-        let appends = envelopes.iter().zip(&answers).map(|(envelope, answer)| {
-            let mut entry = event.clone();
-            // Each record's entry reads as the put it is ([`Request::action`] of a put), so
-            // audit trails and reports need not know about batches.
-            entry.action = "put".to_owned();
-            entry.key = Some(envelope.header.key.clone());
-            entry.version = Some(envelope.header.version);
-            self.audit.append(entry.answered(answer))
-        });
-        for appended in futures_util::future::join_all(appends).await {
-            if let Err(e) = appended {
-                tracing::error!(error = %e, "audit append failed: the batch answer is withheld");
-                return refuse(
-                    ErrorCode::Unavailable,
-                    "audit log unavailable; nothing was released",
-                );
-            }
-        }
-        Response::StoredBatch(
-            answers
-                .into_iter()
-                .map(|answer| match answer {
-                    Response::Stored(outcome) => Ok(outcome),
-                    Response::Error(error) => Err(error),
-                    other => Err(RemoteError {
-                        code: ErrorCode::Unavailable,
-                        message: format!("unexpected answer {}", outcome(&other)),
-                    }),
-                })
-                .collect(),
-        )
     }
 
     /// Audits a request that could not be read (too large, truncated, undecodable) and returns
@@ -636,3 +568,6 @@ pub(crate) fn failure(error: &Error) -> Response {
 #[cfg(test)]
 #[path = "handler_tests.rs"]
 pub(crate) mod tests;
+
+#[path = "handler_batch.rs"]
+mod batch;
