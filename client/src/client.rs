@@ -28,6 +28,7 @@ use crate::read::BadShare;
 use crate::tls::Identity;
 use crate::transport::Transport;
 
+mod background;
 mod batch;
 mod commit;
 mod get;

@@ -57,14 +57,43 @@ impl Verified {
 /// when full, the entry inserted first is forgotten.
 #[derive(Debug, Default)]
 pub(crate) struct CertCache {
-    inner: Mutex<Entries>,
+    inner: Mutex<Bounded<Verified>>,
 }
 
-#[derive(Debug, Default)]
-struct Entries {
-    by_fingerprint: HashMap<[u8; 32], Verified>,
+/// A map that forgets its oldest entry beyond a bound: what both caches keep under their lock.
+#[derive(Debug)]
+struct Bounded<V> {
+    entries: HashMap<[u8; 32], V>,
     /// Insertion order, oldest first, for eviction.
     order: VecDeque<[u8; 32]>,
+}
+
+impl<V> Default for Bounded<V> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Bounded<V> {
+    /// Inserts (or replaces) `key`, then forgets the oldest entries beyond `max`.
+    fn insert(&mut self, key: [u8; 32], value: V, max: usize) {
+        if self.entries.insert(key, value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > max {
+            if let Some(oldest) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
 }
 
 impl CertCache {
@@ -72,7 +101,7 @@ impl CertCache {
     /// and `at_secs` lies in its validity window.
     pub(crate) fn get(&self, fingerprint: &[u8; 32], at_secs: u64) -> Option<PeerIdentity> {
         self.lock()
-            .by_fingerprint
+            .entries
             .get(fingerprint)
             .filter(|verified| verified.valid_at(at_secs))
             .map(|verified| verified.identity.clone())
@@ -81,34 +110,20 @@ impl CertCache {
     /// Remembers a certificate whose chain just verified.
     pub(crate) fn insert(&self, verified: Verified) {
         let fingerprint = verified.identity.fingerprint;
-        let mut entries = self.lock();
-        if entries
-            .by_fingerprint
-            .insert(fingerprint, verified)
-            .is_none()
-        {
-            entries.order.push_back(fingerprint);
-        }
-        while entries.order.len() > VERIFIED_MAX {
-            if let Some(oldest) = entries.order.pop_front() {
-                entries.by_fingerprint.remove(&oldest);
-            }
-        }
+        self.lock().insert(fingerprint, verified, VERIFIED_MAX);
     }
 
     /// Forgets every certificate.
     pub(crate) fn clear(&self) {
-        let mut entries = self.lock();
-        entries.by_fingerprint.clear();
-        entries.order.clear();
+        self.lock().clear();
     }
 
     /// How many certificates are remembered.
     pub(crate) fn len(&self) -> usize {
-        self.lock().by_fingerprint.len()
+        self.lock().entries.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Entries> {
+    fn lock(&self) -> MutexGuard<'_, Bounded<Verified>> {
         // The map is consistent after every statement that changes it, so a panic elsewhere
         // while it was held leaves nothing half-done.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -126,13 +141,7 @@ pub(crate) const SIGNATURES_MAX: usize = 4096;
 /// checking again; failures are not remembered. When full, the oldest entry is forgotten.
 #[derive(Debug, Default)]
 pub(crate) struct SignatureCache {
-    inner: Mutex<Seen>,
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    digests: std::collections::HashSet<[u8; 32]>,
-    order: VecDeque<[u8; 32]>,
+    inner: Mutex<Bounded<()>>,
 }
 
 impl SignatureCache {
@@ -149,30 +158,20 @@ impl SignatureCache {
 
     /// Whether the check named by `digest` passed before.
     pub(crate) fn contains(&self, digest: &[u8; 32]) -> bool {
-        self.lock().digests.contains(digest)
+        self.lock().entries.contains_key(digest)
     }
 
     /// Remembers a check that passed.
     pub(crate) fn insert(&self, digest: [u8; 32]) {
-        let mut seen = self.lock();
-        if seen.digests.insert(digest) {
-            seen.order.push_back(digest);
-        }
-        while seen.order.len() > SIGNATURES_MAX {
-            if let Some(oldest) = seen.order.pop_front() {
-                seen.digests.remove(&oldest);
-            }
-        }
+        self.lock().insert(digest, (), SIGNATURES_MAX);
     }
 
     /// Forgets every check.
     pub(crate) fn clear(&self) {
-        let mut seen = self.lock();
-        seen.digests.clear();
-        seen.order.clear();
+        self.lock().clear();
     }
 
-    fn lock(&self) -> MutexGuard<'_, Seen> {
+    fn lock(&self) -> MutexGuard<'_, Bounded<()>> {
         // Consistent after every statement that changes it, as for `CertCache`.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

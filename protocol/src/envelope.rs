@@ -230,18 +230,7 @@ impl ShareEnvelope {
         nonce: CommitNonce,
         payload: Vec<u8>,
     ) -> Result<Self> {
-        let envelope = Self {
-            format: ENVELOPE_FORMAT,
-            header,
-            signature,
-            batch: None,
-            refresh: None,
-            index,
-            nonce: Some(nonce),
-            payload,
-        };
-        envelope.validate()?;
-        Ok(envelope)
+        Self::dealt(header, signature, None, index, nonce, payload)
     }
 
     /// A data envelope for share `index` of a record whose header the writer signed as part of
@@ -254,11 +243,26 @@ impl ShareEnvelope {
         nonce: CommitNonce,
         payload: Vec<u8>,
     ) -> Result<Self> {
+        Self::dealt(header, signature, Some(proof), index, nonce, payload)
+    }
+
+    /// A data envelope as written, in the format its batch proof (or its absence) calls for.
+    fn dealt(
+        header: RecordHeader,
+        signature: WriterSignature,
+        batch: Option<BatchProof>,
+        index: ShareIndex,
+        nonce: CommitNonce,
+        payload: Vec<u8>,
+    ) -> Result<Self> {
         let envelope = Self {
-            format: BATCH_FORMAT,
+            format: match batch {
+                Some(_) => BATCH_FORMAT,
+                None => ENVELOPE_FORMAT,
+            },
             header,
             signature,
-            batch: Some(proof),
+            batch,
             refresh: None,
             index,
             nonce: Some(nonce),

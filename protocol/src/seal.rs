@@ -293,20 +293,8 @@ impl NodeKey {
             &self.point,
         )
         .ok_or_else(|| fail("key agreement failed"))?;
-        let mut in_out = Zeroizing::new(sealed.ciphertext.clone());
-        let plain = aead
-            .open_in_place(
-                Nonce::assume_unique_for_key([0; 12]),
-                Aad::from(aad(key, version, index)),
-                &mut in_out,
-            )
-            .map_err(|_| fail("does not open with this node's key for this share"))?;
-        let mut bytes = [0u8; NONCE_BYTES];
-        if plain.len() != NONCE_BYTES {
-            return Err(fail("wrong plaintext length"));
-        }
-        bytes.copy_from_slice(plain);
-        Ok(CommitNonce::from_bytes(bytes))
+        open_with(&aead, &sealed.ciphertext, aad(key, version, index))
+            .ok_or_else(|| fail("does not open with this node's key for this share"))
     }
 }
 

@@ -16,7 +16,7 @@
 //!
 //! [`Client::write`]: super::Client
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bunsan_protocol::dealing::{self, BatchRecord};
@@ -26,9 +26,9 @@ use bunsan_protocol::manifest::Manifest;
 use bunsan_protocol::message::{Request, Response, PUT_BATCH_MAX};
 use bunsan_protocol::{RecordKey, RequestId, Version};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+use super::background::Background;
 use super::write::recipients;
 use crate::error::{Error, NodeFailure, Result};
 use crate::transport::Transport;
@@ -71,12 +71,7 @@ pub(super) struct Context {
 /// The background batcher of a client's puts, started on first use.
 #[derive(Default)]
 pub(super) struct Batcher {
-    running: Mutex<Option<Running>>,
-}
-
-struct Running {
-    queue: mpsc::UnboundedSender<Queued>,
-    task: JoinHandle<()>,
+    task: Background<Queued>,
 }
 
 impl Batcher {
@@ -97,34 +92,18 @@ impl Batcher {
             data: Zeroizing::new(data.to_vec()),
             dealt,
         };
-        {
-            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-            if running.is_none() {
-                let (queue, queued) = mpsc::unbounded_channel();
-                let task = tokio::spawn(run(Arc::new(context()?), queued));
-                *running = Some(Running { queue, task });
-            }
-            if let Some(running) = running.as_ref() {
-                // The task ends only when the queue's sender is dropped, so this cannot fail.
-                let _ = running.queue.send(queued);
-            }
-        }
+        self.task.send(
+            |queue| Ok::<_, Error>(tokio::spawn(run(Arc::new(context()?), queue))),
+            [queued],
+        )?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
     /// Sends what is queued and stops the batcher, waiting at most `timeout`; a later put
     /// starts a new one.
     pub(super) async fn finish(&self, timeout: Duration) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(Running { queue, task }) = running {
-            drop(queue);
-            if tokio::time::timeout(timeout, task).await.is_err() {
-                tracing::debug!("puts still queued at close");
-            }
+        if !self.task.finish(timeout).await {
+            tracing::debug!("puts still queued at close");
         }
     }
 }
@@ -176,18 +155,23 @@ async fn send(context: Arc<Context>, batch: Vec<Queued>, slot: OwnedSemaphorePer
         &mut rand::rng(),
     );
     drop(records);
-    let mut by_record: Vec<Vec<Option<ShareEnvelope>>> = match dealt {
-        Ok(by_record) => by_record
-            .into_iter()
-            .map(|envelopes| envelopes.into_iter().map(Some).collect())
-            .collect(),
+    // Regrouped by share index: what each node is sent.
+    let mut by_share: Vec<Vec<ShareEnvelope>> = (0..n).map(|_| Vec::new()).collect();
+    match dealt {
+        Ok(by_record) => {
+            for envelopes in by_record {
+                for (share, envelope) in by_share.iter_mut().zip(envelopes) {
+                    share.push(envelope);
+                }
+            }
+        }
         Err(e) => {
             for queued in batch {
                 let _ = queued.dealt.send(Err(Error::Protocol(e.clone())));
             }
             return;
         }
-    };
+    }
     // Each record's replies go to its own put; a put that stopped listening is skipped.
     let replies: Vec<mpsc::UnboundedSender<Reply>> = batch
         .into_iter()
@@ -201,10 +185,7 @@ async fn send(context: Arc<Context>, batch: Vec<Queued>, slot: OwnedSemaphorePer
     let (answered, mut answers) = mpsc::unbounded_channel();
     for position in 0..n {
         let share = usize::from(context.transport.node(position).index.get()) - 1;
-        let envelopes: Vec<ShareEnvelope> = by_record
-            .iter_mut()
-            .map(|envelopes| take(envelopes, share))
-            .collect();
+        let envelopes = std::mem::take(&mut by_share[share]);
         let request = Request::PutBatch {
             request_id,
             envelopes,
@@ -223,7 +204,7 @@ async fn send(context: Arc<Context>, batch: Vec<Queued>, slot: OwnedSemaphorePer
             let _ = answered.send((position, reply));
         });
     }
-    drop((answered, by_record));
+    drop((answered, by_share));
     let needed = usize::from(context.manifest.write_quorum);
     let (mut heard, mut failed) = (0, 0);
     let mut slot = Some(slot);
@@ -247,13 +228,6 @@ async fn send(context: Arc<Context>, batch: Vec<Queued>, slot: OwnedSemaphorePer
             slot.take();
         }
     }
-}
-
-/// The envelope for share index `share` + 1 out of one record's envelopes (in share order).
-fn take(envelopes: &mut [Option<ShareEnvelope>], share: usize) -> ShareEnvelope {
-    envelopes[share]
-        .take()
-        .expect("deal_batch returns one envelope per share, each taken once")
 }
 
 /// One node's answer to a batch of `records`, as each record's reply: a refusal of the whole

@@ -11,14 +11,14 @@
 //! [`Client::close`]: super::Client::close
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bunsan_protocol::message::{Request, Response, COMMIT_BATCH_MAX};
 use bunsan_protocol::{RecordKey, RequestId, Version};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
+use super::background::Background;
 use crate::transport::Transport;
 
 /// One commit for one node (by transport position).
@@ -27,12 +27,7 @@ type Queued = (usize, RecordKey, Version);
 /// The background sender of a client's commits, started on first use.
 #[derive(Default)]
 pub(super) struct Commits {
-    running: Mutex<Option<Running>>,
-}
-
-struct Running {
-    queue: mpsc::UnboundedSender<Queued>,
-    task: JoinHandle<()>,
+    task: Background<Queued>,
 }
 
 impl Commits {
@@ -48,31 +43,22 @@ impl Commits {
         if nodes.is_empty() {
             return;
         }
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let running = running.get_or_insert_with(|| {
-            let (queue, queued) = mpsc::unbounded_channel();
-            let task = tokio::spawn(send_batches(Arc::clone(transport), timeout, queued));
-            Running { queue, task }
-        });
-        for node in nodes {
-            // The task ends only when the queue's sender is dropped, so this cannot fail.
-            let _ = running.queue.send((node, key.clone(), version));
-        }
+        let start = |queued| {
+            Ok::<_, std::convert::Infallible>(tokio::spawn(send_batches(
+                Arc::clone(transport),
+                timeout,
+                queued,
+            )))
+        };
+        let commits = nodes.into_iter().map(|node| (node, key.clone(), version));
+        let _ = self.task.send(start, commits);
     }
 
     /// Sends everything queued, waiting at most `timeout` for it; later writes start a new
     /// sender.
     pub(super) async fn finish(&self, timeout: Duration) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(Running { queue, task }) = running {
-            drop(queue);
-            if tokio::time::timeout(timeout, task).await.is_err() {
-                tracing::debug!("commits still queued at close; the nodes keep older versions");
-            }
+        if !self.task.finish(timeout).await {
+            tracing::debug!("commits still queued at close; the nodes keep older versions");
         }
     }
 }

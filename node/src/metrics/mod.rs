@@ -155,13 +155,7 @@ impl Metrics {
         outcome: &'static str,
         elapsed: Duration,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                action,
-                role: role.as_str(),
-                outcome,
-            })
-            .inc();
+        self.count_request(action, role, outcome);
         self.latency
             .get_or_create(&ActionLabel { action })
             .observe(elapsed.as_secs_f64());
